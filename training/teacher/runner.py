@@ -1,0 +1,181 @@
+"""Run teacher tasks through a backend into the cache: resumable to the request.
+
+Each finished request is appended (fsync'ed) before it is counted as done, so a
+crash or kill -9 loses at most the requests that were in flight. Bad answers get
+one targeted retry (more room if truncated, a firmer instruction if the opening
+is missing); if still bad the record is stored with ``status: "flagged"`` and a
+reason, counted in ``teach status``, and never used for training.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from training.teacher.backends.base import (
+    GenerationRequest,
+    GenerationResult,
+    TeacherAuthError,
+    TeacherBackend,
+    TeacherError,
+    TeacherModelNotFound,
+)
+from training.teacher.cache import TeacherCache, cache_key
+from training.teacher.quality import normalise, problem_with
+from training.teacher.tasks import TeacherTask
+
+SEED = 22
+
+
+def generation_params(task: TeacherTask) -> dict[str, Any]:
+    """The generation parameters that are part of the cache key."""
+    return {"temperature": 0.0, "max_tokens": task.template.max_tokens, "seed": SEED}
+
+
+def task_key(task: TeacherTask, model_id: str) -> str:
+    """Cache key of a task for a model."""
+    return cache_key(task.template.version, model_id, generation_params(task), task.prompt)
+
+
+def cache_path(data_dir: Path, dataset: str, kind: str) -> Path:
+    """``<data_dir>/<dataset>/<kind>.jsonl``."""
+    return data_dir / dataset / f"{kind}.jsonl"
+
+
+@dataclass
+class RunSummary:
+    """What one run did."""
+
+    submitted: int = 0
+    ok: int = 0
+    flagged: int = 0
+    errors: int = 0
+    skipped_cached: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    wall_s: float = 0.0
+    problems: dict[str, int] = field(default_factory=dict)
+
+
+def _retry_request(task: TeacherTask, problem: str) -> GenerationRequest:
+    if problem == "truncated":
+        return GenerationRequest([{"role": "user", "content": task.prompt}], max_tokens=int(task.template.max_tokens * 1.5), seed=SEED)
+    firmer = f'{task.prompt}\nBegin your answer with exactly: "{task.template.opening}"'
+    return GenerationRequest([{"role": "user", "content": firmer}], max_tokens=task.template.max_tokens, seed=SEED)
+
+
+@dataclass
+class Outcome:
+    """Final text of a task, why it is unusable (None if usable) and every attempt made."""
+
+    text: str
+    problem: str | None
+    results: list[GenerationResult]
+    first_problem: str | None = None
+    opening_rewritten: bool = False
+
+
+async def _run_one(task: TeacherTask, backend: TeacherBackend, summary: RunSummary) -> Outcome:
+    request = GenerationRequest([{"role": "user", "content": task.prompt}], max_tokens=task.template.max_tokens, seed=SEED)
+    results = [await backend.generate(request)]
+    text, rewritten = normalise(results[-1].text, task.template)
+    problem = first_problem = problem_with(text, results[-1].finish_reason, task.template)
+    if problem is not None:
+        summary.retries += 1
+        summary.problems[problem] = summary.problems.get(problem, 0) + 1
+        results.append(await backend.generate(_retry_request(task, problem)))
+        text, rewritten = normalise(results[-1].text, task.template)
+        problem = problem_with(text, results[-1].finish_reason, task.template)
+    return Outcome(text, problem, results, first_problem, rewritten)
+
+
+def _record(task: TeacherTask, key: str, model_id: str, dataset: str, outcome: Outcome, run_id: str) -> dict[str, Any]:
+    text, problem, results = outcome.text, outcome.problem, outcome.results
+    return {
+        "key": key,
+        "kind": task.kind,
+        "dataset": dataset,
+        "subject": task.subject,
+        "template": task.template.version,
+        "model": model_id,
+        "params": generation_params(task),
+        "status": "ok" if problem is None else "flagged",
+        "problem": problem,
+        "text": text,
+        "attempts": len(results),
+        "first_attempt_problem": outcome.first_problem,
+        "opening_rewritten": outcome.opening_rewritten,
+        "prompt_tokens": sum(r.prompt_tokens for r in results),
+        "cached_prompt_tokens": sum(r.cached_tokens for r in results),
+        "completion_tokens": sum(r.completion_tokens for r in results),
+        "prompt_ms": round(sum(r.prompt_ms or 0.0 for r in results), 1),
+        "generation_ms": round(sum(r.predicted_ms or 0.0 for r in results), 1),
+        "elapsed_s": round(sum(r.elapsed_s for r in results), 3),
+        "run": run_id,
+        "finished_at": round(time.time(), 3),
+    }
+
+
+async def run_tasks(
+    tasks: list[TeacherTask],
+    backend: TeacherBackend,
+    cache: TeacherCache,
+    dataset: str,
+    limit: int | None = None,
+    show_progress: bool = True,
+) -> RunSummary:
+    """Generate every task not yet in ``cache`` (at most ``limit``), appending as each finishes."""
+    summary = RunSummary()
+    todo = [(t, task_key(t, backend.model_id)) for t in tasks]
+    pending = [(t, k) for t, k in todo if k not in cache]
+    summary.skipped_cached = len(todo) - len(pending)
+    if limit is not None:
+        pending = pending[:limit]
+    run_id = uuid.uuid4().hex[:12]
+    started = time.perf_counter()
+    queue: asyncio.Queue[tuple[TeacherTask, str]] = asyncio.Queue()
+    for item in pending:
+        queue.put_nowait(item)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        disable=not show_progress,
+    )
+    kind = tasks[0].kind if tasks else "?"
+    bar = progress.add_task(f"teacher {kind}", total=len(pending), rate="")
+
+    async def worker() -> None:
+        while True:
+            try:
+                task, key = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            summary.submitted += 1
+            try:
+                outcome = await _run_one(task, backend, summary)
+            except (TeacherAuthError, TeacherModelNotFound):
+                raise  # retrying other requests cannot help: stop the run
+            except TeacherError as exc:
+                summary.errors += 1  # nothing stored: the next run retries this request
+                summary.problems[f"error: {type(exc).__name__}"] = summary.problems.get(f"error: {type(exc).__name__}", 0) + 1
+                progress.update(bar, advance=1)
+                continue
+            cache.append(_record(task, key, backend.model_id, dataset, outcome, run_id))
+            summary.ok += outcome.problem is None
+            summary.flagged += outcome.problem is not None
+            summary.prompt_tokens += sum(r.prompt_tokens for r in outcome.results)
+            summary.completion_tokens += sum(r.completion_tokens for r in outcome.results)
+            elapsed = time.perf_counter() - started
+            progress.update(bar, advance=1, rate=f"{summary.completion_tokens / max(elapsed, 1e-9):.1f} gen tok/s")
+
+    with progress:
+        await asyncio.gather(*(worker() for _ in range(max(1, backend.concurrency))))
+    summary.wall_s = time.perf_counter() - started
+    return summary
