@@ -94,6 +94,43 @@ def _teacher_backend(model: str, endpoint: str | None, api_key: str | None, conc
 KindsOpt = Annotated[str, typer.Option(help="comma-separated, in order: oracle, description, unguided")]
 
 
+@app.command("baseline")
+def baseline(
+    name: Annotated[str, typer.Argument(help="pop, sasrec-ce or meanpool")],
+    dataset: DatasetArg,
+    grid: Annotated[str, typer.Option(help="SASRec tuning grid: none, small, wide")] = "small",
+    max_epochs: Annotated[Optional[int], typer.Option(help="SASRec epoch cap (early stopping usually ends sooner)")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads for SASRec")] = 1,
+    encoder: Annotated[str, typer.Option(help="encoder for meanpool")] = "all-MiniLM-L6-v2",
+    max_items: Annotated[int, typer.Option(help="history items pooled by meanpool")] = 8,
+    no_mask: Annotated[bool, typer.Option("--no-mask", help="do not mask history items when ranking")] = False,
+    fmt: FormatOpt = None,
+    path: PathOpt = None,
+) -> None:
+    """Train (if needed) and evaluate a baseline; writes docs/results/<dataset>/<name>.json."""
+    from training import baselines
+    from training.paths import results_dir
+
+    ds = _load(dataset, fmt, path)
+    if name == "pop":
+        out = baselines.run_pop(ds, not no_mask)
+    elif name == "meanpool":
+        out = baselines.run_meanpool(ds, encoder, max_items, not no_mask)
+    elif name == "sasrec-ce":
+        overrides: dict = {"threads": threads}
+        if max_epochs:
+            overrides["max_epochs"] = max_epochs
+        out = baselines.run_sasrec(
+            ds, grid, overrides, not no_mask,
+            on_epoch=lambda label, e: console.print(f"[dim]{label}[/dim] {e}"),
+            curve_path=results_dir() / ds.name / "sasrec-ce-curves.png",
+        )
+    else:
+        console.print(f"[red]error:[/red] unknown baseline {name!r}; known: {', '.join(baselines.BASELINES)}")
+        raise typer.Exit(2)
+    console.print(f"wrote {out}")
+
+
 @teach_app.command("run")
 def teach_run(
     dataset: DatasetArg,

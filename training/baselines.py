@@ -1,0 +1,115 @@
+"""Run a baseline through the shared evaluator and write its result file.
+
+``sasrec-ce`` is tuned on a grid: each configuration trains with early stopping on
+validation NDCG@10, the best configuration (by validation, never by test) is
+evaluated on test, and the whole grid is recorded in the result.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from training.data.preprocess import PreparedDataset
+from training.evaluation.evaluator import evaluate
+from training.evaluation.report import write_result
+from training.models.meanpool import MeanPool
+from training.models.popularity import Popularity
+
+BASELINES = ("pop", "sasrec-ce", "meanpool")
+SASREC_GRIDS: dict[str, dict[str, list[Any]]] = {
+    "none": {},
+    "small": {"hidden": [64, 128], "dropout": [0.2, 0.5]},
+    "wide": {"hidden": [64, 128], "dropout": [0.2, 0.5], "layers": [2, 3], "lr": [1e-3, 5e-4]},
+}
+
+
+def grid_configs(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of a grid (one empty dict for no grid)."""
+    keys = sorted(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def run_pop(ds: PreparedDataset, mask_history: bool = True) -> Path:
+    """Popularity on validation and test."""
+    valid = evaluate(Popularity("valid"), ds, "valid", mask_history)
+    test = evaluate(Popularity("test"), ds, "test", mask_history)
+    return write_result(ds, "pop", test, config={}, valid=valid)
+
+
+def run_meanpool(ds: PreparedDataset, encoder: str, max_items: int = 8, mask_history: bool = True) -> Path:
+    """Frozen-encoder mean pooling of the verbalised history items."""
+    model = MeanPool(encoder, max_items=max_items)
+    valid = evaluate(model, ds, "valid", mask_history)
+    test = evaluate(model, ds, "test", mask_history)
+    name = "meanpool" if max_items == 8 else f"meanpool-{max_items}"
+    return write_result(ds, name, test, config={"encoder": encoder, "max_items": max_items}, valid=valid)
+
+
+def run_sasrec(
+    ds: PreparedDataset,
+    grid_name: str = "small",
+    overrides: dict[str, Any] | None = None,
+    mask_history: bool = True,
+    on_epoch: Callable[[str, dict], None] | None = None,
+    curve_path: Path | None = None,
+) -> Path:
+    """Tune SASRec-CE on a grid by validation NDCG@10, then evaluate the best on test."""
+    from training.models.sasrec import SASRec, SASRecConfig
+
+    trials = []
+    best_model, best_valid = None, None
+    for grid_point in grid_configs(SASREC_GRIDS[grid_name]):
+        config = SASRecConfig(**{**(overrides or {}), **grid_point})
+        model = SASRec(config)
+        label = ",".join(f"{k}={v}" for k, v in grid_point.items()) or "default"
+        model.fit(
+            ds,
+            validate=lambda m: evaluate(m, ds, "valid", mask_history, keep_per_user=False).metrics,
+            progress=(lambda entry, label=label: on_epoch(label, entry)) if on_epoch else None,
+        )
+        valid = evaluate(model, ds, "valid", mask_history, keep_per_user=False)
+        best_epoch = max(model.log, key=lambda e: e["valid_NDCG@10"])
+        trials.append({"config": config.model_dump(), "grid_point": grid_point, "best_epoch": best_epoch["epoch"],
+                       "epochs_run": len(model.log), "valid": valid.metrics, "log": model.log})
+        if best_valid is None or valid.metrics["NDCG@10"] > best_valid.metrics["NDCG@10"]:
+            best_model, best_valid = model, valid
+    assert best_model is not None and best_valid is not None
+    test = evaluate(best_model, ds, "test", mask_history)
+    best_trial = next(t for t in trials if t["config"] == best_model.config.model_dump())
+    notes = (
+        f"grid '{grid_name}' ({len(trials)} configurations) selected by validation NDCG@10; "
+        f"best stopped at epoch {best_trial['best_epoch']} of {best_trial['epochs_run']} "
+        f"(patience {best_model.config.patience})"
+    )
+    if curve_path is not None:
+        plot_curves(trials, curve_path, f"SASRec-CE on {ds.name}: validation NDCG@10 per epoch")
+    return write_result(
+        ds, "sasrec-ce", test, config={"best": best_model.config.model_dump(), "grid": SASREC_GRIDS[grid_name],
+                                       "trials": [{k: v for k, v in t.items() if k != "log"} for t in trials]},
+        valid=best_valid, training_log=best_trial["log"], notes=notes,
+    )
+
+
+def plot_curves(trials: list[dict], path: Path, title: str) -> None:
+    """Validation NDCG@10 per epoch for every trial, one line each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for trial in trials:
+        label = ",".join(f"{k}={v}" for k, v in trial["grid_point"].items()) or "default"
+        ax.plot([e["epoch"] for e in trial["log"]], [e["valid_NDCG@10"] for e in trial["log"]], label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation NDCG@10")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
