@@ -19,12 +19,12 @@ from training.data.schema import DataFormatError, Interaction, RawDataset
 MAX_CATEGORIES = 3
 MAX_DESCRIPTION_CHARS = 600
 MAX_REVIEW_CHARS = 400
-_PRICE = re.compile(r"\d+(?:[.,]\d+)?")
+# A price field that is a price: optional currency sign, then the number (a range keeps its low end).
+# The 2018 metadata also holds scraped HTML/CSS in "price"; that is not a price and reads as missing.
+_PRICE = re.compile(r"^\s*(?:US\s*)?[$\u00a3\u20ac]?\s*(\d+(?:\.\d+)?)(?:\s*(?:-|\u2013|to)\s*[$\u00a3\u20ac]?\s*\d+(?:\.\d+)?)?\s*$")
 
 
 def _find(directory: Path, pattern: str, what: str) -> Path:
-    if directory.is_file():
-        return directory
     matches = sorted(directory.glob(pattern + ".json.gz")) + sorted(directory.glob(pattern + ".json"))
     if len(matches) != 1:
         found = [m.name for m in matches] or "none"
@@ -37,8 +37,8 @@ def _parse_price(value: Any, path: Path, line_no: int) -> float | None:
         return None
     if isinstance(value, (int, float)):
         return float(value)
-    match = _PRICE.search(str(value).replace(",", ""))
-    return as_float(match.group(0), "price", path, line_no) if match else None
+    match = _PRICE.match(str(value).replace(",", ""))
+    return as_float(match.group(1), "price", path, line_no) if match else None
 
 
 def _specific_categories(paths: list[list[str]], root_names: int = 1) -> tuple[str, ...]:
@@ -92,13 +92,16 @@ def _item_from_meta(record: dict[str, Any], path: Path, line_no: int, dataset: R
             raise DataFormatError(path, line_no, "category", "expected a list of strings")
         categories = _specific_categories([raw_category])
     description = clean_text(record.get("description"), MAX_DESCRIPTION_CHARS)
+    price = _parse_price(record.get("price"), path, line_no)
+    if price is None and record.get("price") not in (None, ""):
+        dataset.note("prices not parseable, read as missing")
     return ItemMeta(
         item_id=asin,
         title=title,
         categories=categories,
         brand=clean_text(record.get("brand")) or None,
         description=description or None,
-        price=_parse_price(record.get("price"), path, line_no),
+        price=price,
     )
 
 
@@ -115,16 +118,25 @@ def _load(reviews_path: Path, meta_path: Path, layout: str, name: str) -> RawDat
 
 
 def load_amazon_2014(directory: Path) -> RawDataset:
-    """Load ``reviews_<Cat>_5.json(.gz)`` and ``meta_<Cat>.json(.gz)`` from ``directory``."""
-    reviews = _find(directory, "reviews_*_5", "2014 reviews (reviews_<Cat>_5)")
+    """Load ``reviews_<Cat>_5.json(.gz)`` and ``meta_<Cat>.json(.gz)`` from ``directory``.
+
+    ``directory`` may also be the reviews file itself; the metadata is then looked up next to it.
+    """
+    if directory.is_file():
+        reviews, directory = directory, directory.parent
+    else:
+        reviews = _find(directory, "reviews_*_5", "2014 reviews (reviews_<Cat>_5)")
     category = reviews.name.removeprefix("reviews_").split("_5.json")[0]
     meta = _find(directory, f"meta_{category}", f"2014 metadata (meta_{category})")
     return _load(reviews, meta, "2014", f"amazon14-{category.lower()}")
 
 
 def load_amazon_2018(directory: Path) -> RawDataset:
-    """Load ``<Cat>_5.json(.gz)`` and ``meta_<Cat>.json(.gz)`` from ``directory``."""
-    candidates = [p for p in sorted(directory.glob("*_5.json*")) if not p.name.startswith(("meta_", "reviews_"))]
+    """Load ``<Cat>_5.json(.gz)`` and ``meta_<Cat>.json(.gz)`` from ``directory`` (or given the reviews file)."""
+    if directory.is_file():
+        candidates, directory = [directory], directory.parent
+    else:
+        candidates = [p for p in sorted(directory.glob("*_5.json*")) if not p.name.startswith(("meta_", "reviews_"))]
     if len(candidates) != 1:
         raise DataFormatError(directory / "<Cat>_5.json.gz", 0, None, f"expected exactly one 2018 review file, found {[c.name for c in candidates] or 'none'}")
     reviews = candidates[0]

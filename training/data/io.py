@@ -43,7 +43,8 @@ def iter_json_records(path: Path, python_literal: bool = False) -> Iterator[tupl
     for line_no, line in iter_lines(path):
         try:
             record = ast.literal_eval(line) if python_literal else json.loads(line)
-        except (ValueError, SyntaxError) as exc:
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError) as exc:
+            # TypeError: a literal that is no valid dict ({[1]: 2}); the others: absurdly nested lines
             kind = "Python-literal dict" if python_literal else "JSON"
             raise DataFormatError(path, line_no, None, f"malformed {kind} line ({exc})") from exc
         if not isinstance(record, dict):

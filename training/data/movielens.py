@@ -30,8 +30,8 @@ def split_title_year(raw_title: str) -> tuple[str, int | None]:
 
 def _split(path: Path, line_no: int, line: str, sep: str, fields: tuple[str, ...]) -> dict[str, str]:
     values = line.split(sep)
-    if len(values) < len(fields):
-        missing = fields[len(values)]
+    if len(values) != len(fields):
+        missing = fields[len(values)] if len(values) < len(fields) else None
         raise DataFormatError(path, line_no, missing, f"expected {len(fields)} {sep!r}-separated fields, got {len(values)}")
     return dict(zip(fields, values))
 

@@ -117,9 +117,10 @@ def prepare(raw: RawDataset, k: int = 5, min_sequence: int = 3) -> PreparedDatas
     report = {f"loader dropped: {reason}": n for reason, n in raw.dropped.items()}
     report.update({f"loader note: {what}": n for what, n in raw.notes.items()})
     report["raw interactions"] = len(raw.interactions)
-    missing = sorted({i.item_id for i in raw.interactions} - raw.items.keys())
+    items = dict(raw.items)  # a copy: preparing never changes the raw dataset
+    missing = sorted({i.item_id for i in raw.interactions} - items.keys())
     for item_id in missing:
-        raw.items[item_id] = ItemMeta(item_id=item_id, title="")
+        items[item_id] = ItemMeta(item_id=item_id, title="")
     if missing:
         report["note: items without metadata (kept, id shown as title)"] = len(missing)
     interactions, n_repeats = deduplicate(raw.interactions)
@@ -128,7 +129,7 @@ def prepare(raw: RawDataset, k: int = 5, min_sequence: int = 3) -> PreparedDatas
     interactions, rounds = k_core(interactions, k)
     report[f"dropped: {k}-core filter ({rounds} rounds)"] = before - len(interactions)
     item_ids = sorted({i.item_id for i in interactions}, key=natural_key)
-    catalog = Catalog(raw.items[item_id] for item_id in item_ids)
+    catalog = Catalog(items[item_id] for item_id in item_ids)
     row_of = {item_id: row for row, item_id in enumerate(item_ids)}
     by_user: dict[str, list[tuple[int, int]]] = {}
     for event in interactions:  # file order within equal timestamps is preserved by the stable sort

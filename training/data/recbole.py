@@ -20,13 +20,13 @@ CATEGORY_FIELDS = ("class", "genre", "categories", "category", "genres")
 def _read_table(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[tuple[int, list[str]]]]:
     lines = iter_lines(path)
     try:
-        _, header_line = next(lines)
+        header_no, header_line = next(lines)
     except StopIteration:
         raise DataFormatError(path, 1, None, "empty file: no header") from None
     names = [column.split(":", 1)[0] for column in header_line.split("\t")]
     for name in required:
         if name not in names:
-            raise DataFormatError(path, 1, name, f"missing column (header has {names})")
+            raise DataFormatError(path, header_no, name, f"missing column (header has {names})")
     rows = []
     for line_no, line in lines:
         values = line.split("\t")

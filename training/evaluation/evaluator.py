@@ -83,8 +83,12 @@ def evaluate(
         for k in CUTOFFS:
             hits[k].append(expected_hit(greater, ties, k))
             ndcgs[k].append(expected_ndcg(greater, ties, k))
-        top10 = np.argpartition(-scores, 10, axis=1)[:, :10]
-        recommended[top10.ravel()] = True
+        if ds.n_items > 10:
+            top10 = np.argpartition(-scores, 10, axis=1)[:, :10]
+        else:  # argpartition needs kth < n_items; with 10 items or fewer every item is in the top 10
+            top10 = np.tile(np.arange(ds.n_items), (len(batch), 1))
+        shown = np.take_along_axis(scores, top10, axis=1) > -np.inf  # a masked item is never recommended
+        recommended[top10[shown]] = True
         targets_all.extend(targets.tolist())
     per_user = {f"HR@{k}": np.concatenate(hits[k]) for k in CUTOFFS}
     per_user.update({f"NDCG@{k}": np.concatenate(ndcgs[k]) for k in CUTOFFS})
