@@ -1,0 +1,123 @@
+"""The model bundle: one directory with everything the service needs, and its validation.
+
+Layout::
+
+    manifest.json          schema version, variant, encoder, dims, dataset, split hash,
+                           git commit, metrics, config, sha256 of every other file
+    catalog.jsonl          item metadata in row order (row i = item_vectors[i])
+    item_vectors.npy       projected, L2-normalised item vectors z_i (float32)
+    item_index.faiss       FAISS index over item_vectors (ids = rows)
+    user_encoder.onnx      tokens -> z_u (student encoder + pooling + projection + L2 norm)
+    user_encoder.int8.onnx the same, dynamically quantised to int8 (optional)
+    item_encoder.onnx      tokens -> z_i (frozen encoder + pooling + projection + L2 norm)
+    tokenizer.json         the encoders' tokenizer (Hugging Face ``tokenizers`` format)
+
+:func:`load_manifest` refuses a bundle whose schema version, checksums or dims don't
+match, with a message naming the file and the mismatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+CATALOG = "catalog.jsonl"
+ITEM_VECTORS = "item_vectors.npy"
+ITEM_INDEX = "item_index.faiss"
+USER_ONNX = "user_encoder.onnx"
+USER_ONNX_INT8 = "user_encoder.int8.onnx"
+ITEM_ONNX = "item_encoder.onnx"
+TOKENIZER = "tokenizer.json"
+REQUIRED_FILES = (CATALOG, ITEM_VECTORS, ITEM_INDEX, USER_ONNX, ITEM_ONNX, TOKENIZER)
+
+
+class BundleError(ValueError):
+    """A bundle that must not be served; the message says which file and why."""
+
+
+class VerbaliserSettings(BaseModel):
+    """How histories are turned into text (must match training)."""
+
+    max_items: int = 8
+    window_days: int | None = 60
+
+
+class Manifest(BaseModel):
+    """``manifest.json``: what the bundle is and how it was made."""
+
+    schema_version: int
+    bundle_version: str = Field(description="unique id of this bundle (dataset, variant, time, content hash)")
+    variant: str = Field(description="which model: r2end (the paper), r2end-cf, an ablation, ...")
+    encoder: str
+    embedding_dim: int
+    output_dim: int
+    max_seq_length: int
+    tokenizer: str = TOKENIZER
+    index_kind: str = "flat"
+    dataset: str
+    split_hash: str
+    git_commit: str
+    created: str
+    n_items: int
+    verbaliser: VerbaliserSettings = VerbaliserSettings()
+    metrics: dict[str, Any] = {}
+    config: dict[str, Any] = {}
+    files: dict[str, str] = Field(description="sha256 of every file except the manifest")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: Path, fields: dict[str, Any]) -> Manifest:
+    """Checksum every file in ``directory`` and write ``manifest.json`` last."""
+    files = {p.name: sha256_file(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST}
+    manifest = Manifest(schema_version=SCHEMA_VERSION, files=files, **fields)
+    (directory / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+    return manifest
+
+
+def load_manifest(directory: Path, verify_checksums: bool = True) -> Manifest:
+    """Read and validate a bundle's manifest and files; raise :class:`BundleError` if unusable."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{path}: missing (is {directory} a model bundle?)")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from exc
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if version != SCHEMA_VERSION:
+        raise BundleError(f"{path}: schema_version {version!r}, this code reads version {SCHEMA_VERSION}")
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise BundleError(f"{path}: invalid manifest: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}") from exc
+    for name in REQUIRED_FILES:
+        if name not in manifest.files:
+            raise BundleError(f"{path}: no checksum for required file {name}")
+    for name, expected in manifest.files.items():
+        file_path = directory / name
+        if not file_path.is_file():
+            raise BundleError(f"{file_path}: listed in the manifest but missing")
+        if verify_checksums and sha256_file(file_path) != expected:
+            raise BundleError(f"{file_path}: sha256 does not match the manifest (file changed or corrupt)")
+    vectors = np.load(directory / ITEM_VECTORS, mmap_mode="r")
+    if vectors.shape != (manifest.n_items, manifest.output_dim):
+        raise BundleError(
+            f"{directory / ITEM_VECTORS}: shape {vectors.shape}, manifest says ({manifest.n_items}, {manifest.output_dim})"
+        )
+    return manifest

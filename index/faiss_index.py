@@ -1,0 +1,91 @@
+"""FAISS over L2-normalised item vectors: inner product = cosine.
+
+Exact search (``IndexFlatIP``) by default; HNSW is selectable for large catalogues
+(its recall against exact search is measured by ``r2end index recall``). Items are
+addressed by catalogue row ids through ``IndexIDMap2`` so single items can be added,
+replaced or removed at run time (live items in the service).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+INDEX_KINDS = ("flat", "hnsw")
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation, float32, contiguous."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class ItemIndex:
+    """A FAISS inner-product index keyed by integer item rows."""
+
+    def __init__(self, index: faiss.Index, kind: str):
+        self.index = index
+        self.kind = kind
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, kind: str = "flat", hnsw_m: int = 32, ef_search: int = 128) -> ItemIndex:
+        """Index ``vectors`` (rows = catalogue rows), normalised first."""
+        vectors = normalise(vectors)
+        dim = vectors.shape[1]
+        if kind == "flat":
+            base = faiss.IndexFlatIP(dim)
+        elif kind == "hnsw":
+            base = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            base.hnsw.efSearch = ef_search
+        else:
+            raise ValueError(f"unknown index kind {kind!r}; choose one of {INDEX_KINDS}")
+        index = faiss.IndexIDMap2(base)
+        index.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
+        return cls(index, kind)
+
+    @property
+    def dim(self) -> int:
+        return self.index.d
+
+    @property
+    def size(self) -> int:
+        return self.index.ntotal
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` ``(scores, rows)`` per query; rows are -1 where fewer than ``k`` exist."""
+        k = max(1, min(k, self.size))
+        return self.index.search(normalise(queries), k)
+
+    def upsert(self, row: int, vector: np.ndarray) -> None:
+        """Add or replace one item vector (exact index only; HNSW cannot remove)."""
+        if self.kind != "flat":
+            raise NotImplementedError("live updates need the exact (flat) index")
+        ids = np.array([row], dtype=np.int64)
+        self.index.remove_ids(ids)
+        self.index.add_with_ids(normalise(vector.reshape(1, -1)), ids)
+
+    def remove(self, row: int) -> bool:
+        """Remove one item; True if it was there."""
+        if self.kind != "flat":
+            raise NotImplementedError("live updates need the exact (flat) index")
+        return bool(self.index.remove_ids(np.array([row], dtype=np.int64)))
+
+    def save(self, path: Path) -> None:
+        """Write the index file."""
+        faiss.write_index(self.index, str(path))
+
+    @classmethod
+    def load(cls, path: Path, kind: str) -> ItemIndex:
+        """Read an index file written by :meth:`save`."""
+        return cls(faiss.read_index(str(path)), kind)
+
+
+def recall_at_k(approx: ItemIndex, exact: ItemIndex, queries: np.ndarray, k: int = 10) -> float:
+    """Mean share of the exact top-k that the approximate index also returns."""
+    _, exact_rows = exact.search(queries, k)
+    _, approx_rows = approx.search(queries, k)
+    hits = [len(set(a) & set(e)) / k for a, e in zip(approx_rows.tolist(), exact_rows.tolist())]
+    return float(np.mean(hits))

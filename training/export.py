@@ -1,0 +1,149 @@
+"""Export a trained R2END model to ONNX and write the model bundle.
+
+Exporter: ``torch.onnx.export`` (not optimum). One graph per side takes token ids and
+returns the final normalised vector, i.e. transformer + mean pooling + normalisation +
+projection + normalisation: optimum exports only the transformer, and optimum-onnx
+0.1 would also pin transformers < 4.58 (see pyproject). Parity with PyTorch is
+measured on real histories at export time and stored in the manifest; an int8 copy of
+the user graph is made with ONNX Runtime's dynamic quantisation.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from index import bundle as B
+from index.catalog import Catalog
+from index.faiss_index import ItemIndex
+from index.onnx_encoder import OnnxTextEncoder
+from training.data.preprocess import PreparedDataset
+from training.provenance import git_commit
+from training.r2end.pipeline import TrainedR2END
+from training.r2end.projection import Projection
+
+OPSET = 18
+
+
+class EncoderGraph(nn.Module):
+    """Token ids -> normalised (projected) embedding, mirroring the SentenceTransformer pipeline."""
+
+    def __init__(self, sentence_transformer: Any, projection: Projection | None):
+        super().__init__()
+        self.transformer = sentence_transformer[0].auto_model
+        pooling = sentence_transformer[1]
+        if getattr(pooling, "pooling_mode", "mean") not in ("mean", None) and not getattr(pooling, "pooling_mode_mean_tokens", True):
+            raise ValueError("only mean pooling is exported")
+        self.projection = projection
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        pooled = nn.functional.normalize(pooled, dim=-1)
+        if self.projection is not None:
+            pooled = nn.functional.normalize(self.projection(pooled), dim=-1)
+        return pooled
+
+
+def export_graph(model: Any, projection: Projection | None, path: Path) -> None:
+    """Write one ONNX graph with dynamic batch and sequence axes."""
+    graph = EncoderGraph(model, projection).eval()
+    ids = torch.ones((2, 16), dtype=torch.long)
+    mask = torch.ones((2, 16), dtype=torch.long)
+    batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("sequence", min=1, max=model.max_seq_length)
+    with torch.no_grad():
+        torch.onnx.export(
+            graph, (ids, mask), str(path), input_names=["input_ids", "attention_mask"], output_names=["vector"],
+            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+            opset_version=OPSET, dynamo=True, external_data=False,
+        )
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 quantisation of weights (activations stay float)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+
+
+def torch_reference(model: TrainedR2END, texts: list[str], student: bool = True) -> np.ndarray:
+    """The PyTorch pipeline's vectors for texts (for parity checks)."""
+    from training.r2end.projection import project
+    from training.r2end.pipeline import encode
+
+    encoder = model.student if student else model.encoder
+    return project(model.projection, encode(encoder, texts))
+
+
+def export_bundle(model: TrainedR2END, ds: PreparedDataset, out_dir: Path, metrics: dict[str, Any] | None = None,
+                  int8: bool = True, index_kind: str = "flat", parity_texts: list[str] | None = None) -> B.Manifest:
+    """Write a complete, checksummed bundle to ``out_dir`` (atomically replaced) and return its manifest."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    started = time.perf_counter()
+    Catalog(ds.catalog).save_jsonl(tmp / B.CATALOG)
+    np.save(tmp / B.ITEM_VECTORS, model.item_vectors.astype(np.float32))
+    ItemIndex.build(model.item_vectors, index_kind).save(tmp / B.ITEM_INDEX)
+    export_graph(model.student, model.projection, tmp / B.USER_ONNX)
+    export_graph(model.encoder, model.projection, tmp / B.ITEM_ONNX)
+    model.student.tokenizer.backend_tokenizer.save(str(tmp / B.TOKENIZER))
+    if int8:
+        quantize_int8(tmp / B.USER_ONNX, tmp / B.USER_ONNX_INT8)
+    parity = measure_parity(model, tmp, parity_texts or model.item_documents[:32])
+    cfg = model.config
+    fingerprint = f"{ds.name}-{cfg.variant}-{cfg.fingerprint()}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    manifest = B.write_manifest(tmp, {
+        "bundle_version": fingerprint,
+        "variant": cfg.variant,
+        "encoder": cfg.encoder,
+        "embedding_dim": int(model.item_embeddings.shape[1]),
+        "output_dim": int(model.item_vectors.shape[1]),
+        "max_seq_length": int(cfg.max_seq_length),
+        "index_kind": index_kind,
+        "dataset": ds.name,
+        "split_hash": ds.split_hash,
+        "git_commit": git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "n_items": len(ds.catalog),
+        "metrics": {**(metrics or {}), "onnx_parity": parity, "export_seconds": round(time.perf_counter() - started, 1)},
+        "config": cfg.model_dump(),
+    })
+    if out_dir.exists():
+        old = out_dir.with_name(out_dir.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        out_dir.rename(old)
+        tmp.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out_dir)
+    return manifest
+
+
+def measure_parity(model: TrainedR2END, bundle_dir: Path, texts: list[str]) -> dict[str, float]:
+    """Max |ONNX - PyTorch| over ``texts`` for the user graph (fp32, int8) and the item graph."""
+    cfg = model.config
+    result: dict[str, float] = {"n_texts": len(texts)}
+    user_ref = torch_reference(model, texts, student=True)
+    item_ref = torch_reference(model, texts, student=False)
+    for name, path, ref in (("user_fp32", B.USER_ONNX, user_ref), ("item_fp32", B.ITEM_ONNX, item_ref), ("user_int8", B.USER_ONNX_INT8, user_ref)):
+        if not (bundle_dir / path).exists():
+            continue
+        onnx = OnnxTextEncoder(bundle_dir / path, bundle_dir / B.TOKENIZER, cfg.max_seq_length, threads=cfg.threads).encode(texts)
+        result[f"{name}_max_abs_diff"] = float(np.abs(onnx - ref).max())
+        result[f"{name}_min_cosine"] = float((onnx * ref).sum(1).min())
+    return result
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Pretty JSON with a trailing newline."""
+    path.write_text(json.dumps(payload, indent=1) + "\n")

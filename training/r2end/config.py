@@ -1,0 +1,69 @@
+"""Every R2END hyper-parameter in one typed object; defaults are the paper's (appendix C)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class R2ENDConfig(BaseModel):
+    """Configuration of one R2END training run (saved into every result and bundle)."""
+
+    dataset: str = "ml-100k"
+    variant: str = Field("r2end", description="name of this configuration in results and bundles")
+    encoder: str = Field("all-MiniLM-L6-v2", description="frozen target/item encoder Enc and the student's initialisation")
+    teacher_model: str = "qwen2.5-coder-1.5b"
+    seed: int = 22
+
+    # Distillation target (paper section 3.2); the switches give ablations (1)-(3).
+    rationale: Literal["oracle", "unguided", "unguided-rs", "item"] = Field(
+        "oracle",
+        description="oracle: Enc(R_u ⊕ M_gt) (the paper); unguided: rationale without the oracle (ablation 1); "
+        "unguided-rs: only users whose unguided rationale ranks the true item in the top rs_top_k (ablation 2); "
+        "item: the true item's embedding Enc(D_gt ⊕ M_gt) alone (ablation 3)",
+    )
+    target_metadata: bool = Field(True, description="append the true item's metadata to the rationale (R'_u)")
+    rs_top_k: int = 100
+    distill: bool = True
+    distill_epochs: int = 1
+    distill_batch_size: int = 16
+    distill_lr: float = 1e-5
+    max_seq_length: int = 256
+
+    # Items (section 3.3).
+    item_text: Literal["description", "metadata"] = Field(
+        "description", description="Enc(D_i ⊕ M_i), or Enc(M_i) where no teacher descriptions exist"
+    )
+
+    # Projection (section 3.4); projection=False is ablation (5), reg_lambda=0 is ablation (6).
+    projection: bool = True
+    projection_dim: int = 512
+    negatives: int = 99
+    temperature: float = 0.07
+    reg_lambda: float = 0.5
+    projection_epochs: int = 10
+    projection_batch_size: int = 128
+    projection_lr: float = 1e-4
+    select_epoch_on_valid: bool = Field(True, description="keep the projection epoch with the best validation NDCG@10")
+
+    threads: int = 2
+    encode_batch_size: int = 64
+
+    def fingerprint(self) -> str:
+        """Short hash of everything that changes the trained model (the variant name excluded)."""
+        payload = self.model_dump(exclude={"variant", "threads", "encode_batch_size"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+
+
+ABLATIONS: dict[str, dict] = {
+    "r2end": {},
+    "abl1-unguided": {"rationale": "unguided"},
+    "abl2-unguided-rs": {"rationale": "unguided-rs"},
+    "abl3-item-target": {"rationale": "item"},
+    "abl5-no-projection": {"projection": False},
+    "abl6-no-reg": {"reg_lambda": 0.0},
+}
+"""Table 2 of the paper; ablation (4), mean-pooled history, is the ``meanpool`` baseline."""

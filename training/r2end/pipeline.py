@@ -1,0 +1,170 @@
+"""R2END end to end on a prepared dataset: targets -> student -> item vectors -> projection.
+
+Each step reads the previous step's arrays; nothing here knows about ONNX or serving
+(see :mod:`training.export`). The returned :class:`TrainedR2END` scores histories for
+the shared evaluator.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from index.verbalize import history_text, item_document, item_text, target_text
+from training.data.preprocess import PreparedDataset
+from training.encoders import load_encoder
+from training.evaluation.evaluator import evaluate
+from training.r2end.config import R2ENDConfig
+from training.r2end.distill import distill_student
+from training.r2end.projection import Projection, project, train_projection
+from training.r2end.teacher_data import TeacherTexts, load_teacher_texts
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class TrainedR2END:
+    """A trained model: student encoder, projection and the item side, plus what happened."""
+
+    config: R2ENDConfig
+    encoder: Any  # frozen Enc (SentenceTransformer)
+    student: Any  # fine-tuned Enc_S (SentenceTransformer); the frozen encoder when distill=False
+    projection: Projection | None
+    item_embeddings: np.ndarray  # e_i, normalised encoder space
+    item_vectors: np.ndarray  # z_i, normalised projected space
+    item_documents: list[str]
+    report: dict[str, Any] = field(default_factory=dict)
+    name: str = "r2end"
+    _user_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def history_texts(self, ds: PreparedDataset, histories: Sequence[list[tuple[int, int]]]) -> list[str]:
+        """H_u for each history, with the shared verbaliser."""
+        return [history_text(ds.history_events(h), ds.catalog.__getitem__) for h in histories]
+
+    def user_embeddings(self, texts: list[str]) -> np.ndarray:
+        """Student embeddings e_u of history texts (memoised by text)."""
+        missing = sorted({t for t in texts if t not in self._user_cache})
+        if missing:
+            vectors = encode(self.student, missing, self.config.encode_batch_size)
+            self._user_cache.update(zip(missing, vectors))
+        return np.stack([self._user_cache[t] for t in texts]) if texts else np.zeros((0, self.item_embeddings.shape[1]), np.float32)
+
+    def user_vectors(self, texts: list[str], projection: Projection | None | str = "default") -> np.ndarray:
+        """z_u for history texts."""
+        proj = self.projection if projection == "default" else projection
+        return project(proj, self.user_embeddings(texts))
+
+    def score(self, ds: PreparedDataset, users: Sequence[int], histories: Sequence[list[tuple[int, int]]]) -> np.ndarray:
+        """Cosine between z_u and every z_i."""
+        return self.user_vectors(self.history_texts(ds, histories)) @ self.item_vectors.T
+
+
+def encode(model: Any, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    """Normalised float32 embeddings."""
+    return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+
+
+def _teacher(config: R2ENDConfig, ds: PreparedDataset, kind: str, data_dir: Path | None) -> TeacherTexts:
+    return load_teacher_texts(ds, kind, config.teacher_model, data_dir)
+
+
+def _rank_of_targets(queries: np.ndarray, item_embeddings: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    scores = queries @ item_embeddings.T
+    target_scores = scores[np.arange(len(targets)), targets][:, None]
+    return (scores > target_scores).sum(axis=1)
+
+
+class _Scorer:
+    """Evaluator adapter for a candidate projection during epoch selection."""
+
+    def __init__(self, model: TrainedR2END, projection: Projection | None, item_vectors: np.ndarray):
+        self.name, self.model, self.projection, self.item_vectors = "r2end-candidate", model, projection, item_vectors
+
+    def score(self, ds, users, histories):
+        return self.model.user_vectors(self.model.history_texts(ds, histories), self.projection) @ self.item_vectors.T
+
+
+def train_r2end(config: R2ENDConfig, ds: PreparedDataset, data_dir: Path | None = None, log: Log = print) -> TrainedR2END:
+    """Run every stage of R2END on ``ds`` with ``config`` and the committed teacher data."""
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    report: dict[str, Any] = {"config": config.model_dump(), "stages": {}}
+
+    def stage(name: str, t0: float, **info: Any) -> None:
+        report["stages"][name] = {"seconds": round(time.perf_counter() - t0, 1), **info}
+        log(f"[{time.perf_counter() - started:6.0f}s] {name}: {info}")
+
+    # 1. item side: Enc(D_i ⊕ M_i)
+    t0 = time.perf_counter()
+    encoder = load_encoder(config.encoder)
+    encoder.max_seq_length = config.max_seq_length
+    descriptions = _teacher(config, ds, "description", data_dir) if config.item_text == "description" else TeacherTexts("description")
+    documents = [item_document(descriptions.texts.get(f"item:{item.item_id}"), item) for item in ds.catalog]
+    item_embeddings = encode(encoder, documents, config.encode_batch_size)
+    stage("item_embeddings", t0, items=len(documents), descriptions=descriptions.summary() if config.item_text == "description" else "metadata only")
+
+    # 2. training examples and distillation targets e_u^R
+    t0 = time.perf_counter()
+    examples = [ds.example(u, "train") for u in range(ds.n_users)]
+    histories = [history_text(ds.history_events(h), ds.catalog.__getitem__) for h, _ in examples]
+    targets = np.array([t for _, t in examples])
+    if config.rationale == "item":
+        keep = np.arange(ds.n_users)
+        target_vectors = item_embeddings[targets]
+        teacher_info: dict[str, Any] = {"target": "true item embedding Enc(D ⊕ M)"}
+    else:
+        kind = "oracle" if config.rationale == "oracle" else "unguided"
+        rationales = _teacher(config, ds, kind, data_dir)
+        keep = np.array([u for u, user in enumerate(ds.users) if f"user:{user}" in rationales.texts], dtype=np.int64)
+        raw = [rationales.texts[f"user:{ds.users[u]}"] for u in keep]
+        teacher_info = {"rationales": rationales.summary()}
+        if config.rationale == "unguided-rs" and len(keep):
+            ranks = _rank_of_targets(encode(encoder, raw, config.encode_batch_size), item_embeddings, targets[keep])
+            accepted = ranks < config.rs_top_k
+            teacher_info["rejection_sampling"] = {"top_k": config.rs_top_k, "accepted": int(accepted.sum()), "of": int(len(keep))}
+            keep, raw = keep[accepted], [r for r, a in zip(raw, accepted) if a]
+        texts = [target_text(r, ds.catalog.at(int(targets[u]))) if config.target_metadata else r for r, u in zip(raw, keep)]
+        target_vectors = encode(encoder, texts, config.encode_batch_size) if texts else np.zeros((0, item_embeddings.shape[1]), np.float32)
+    stage("targets", t0, distillation_examples=int(len(keep)), **teacher_info)
+
+    # 3. student distillation (MSE)
+    t0 = time.perf_counter()
+    if config.distill and len(keep):
+        student = load_encoder(config.encoder)
+        student.max_seq_length = config.max_seq_length
+        distill_student(config, student, [histories[u] for u in keep], target_vectors)
+    else:
+        student = encoder
+    stage("distillation", t0, trained=bool(config.distill and len(keep)), steps=int(np.ceil(len(keep) / config.distill_batch_size)) * config.distill_epochs)
+
+    model = TrainedR2END(config, encoder, student, None, item_embeddings, item_embeddings, documents, report, name=config.variant)
+
+    # 4. projection f with InfoNCE + L_reg, epoch chosen on validation NDCG@10
+    t0 = time.perf_counter()
+    if config.projection:
+        user_train = model.user_embeddings(histories)
+
+        def validate(projection: Projection) -> float:
+            scorer = _Scorer(model, projection, project(projection, item_embeddings))
+            return evaluate(scorer, ds, "valid", keep_per_user=False).metrics["NDCG@10"]
+
+        projection, proj_log = train_projection(
+            config, user_train, targets, item_embeddings, validate=validate if config.select_epoch_on_valid else None,
+            on_epoch=lambda e: log(f"  projection {e}"),
+        )
+        model.projection = projection
+        model.item_vectors = project(projection, item_embeddings)
+        report["projection_log"] = proj_log
+        best = max(proj_log, key=lambda e: e.get("valid_NDCG@10", -1))
+        stage("projection", t0, examples=len(user_train), selected_epoch=best["epoch"] if config.select_epoch_on_valid else config.projection_epochs)
+    else:
+        stage("projection", t0, skipped=True)
+    report["train_seconds"] = round(time.perf_counter() - started, 1)
+    return model
