@@ -38,7 +38,10 @@ def _load(dataset: str, fmt: str | None, path: Path | None):
     try:
         return load_dataset(None if fmt else dataset, fmt, path) if not fmt else load_dataset(dataset, fmt, path)
     except (DataFormatError, FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        from rich.markup import escape
+
+        # escaped: paths and messages may hold "[...]"; soft_wrap: never fold the file:line
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
 
 
@@ -81,14 +84,15 @@ def data_stats(dataset: DatasetArg, fmt: FormatOpt = None, path: PathOpt = None,
     console.print(table)
 
 
-def _teacher_backend(model: str, endpoint: str | None, api_key: str | None, concurrency: int, parallel: int):
+def _teacher_backend(model: str, endpoint: str | None, api_key: str | None, concurrency: int, parallel: int, threads: int | None = None):
     if endpoint:
         from training.teacher.backends.openai_http import OpenAIHTTPBackend
 
         return OpenAIHTTPBackend(endpoint, model, api_key=api_key or os.environ.get("R2END_TEACHER_API_KEY"), concurrency=concurrency)
     from training.teacher.backends.llamacpp import LlamaCppSettings, LocalLlamaCppBackend
 
-    return LocalLlamaCppBackend(model, LlamaCppSettings(n_parallel=parallel))
+    settings = LlamaCppSettings(n_parallel=parallel) if threads is None else LlamaCppSettings(n_parallel=parallel, n_threads=threads)
+    return LocalLlamaCppBackend(model, settings)
 
 
 KindsOpt = Annotated[str, typer.Option(help="comma-separated, in order: oracle, description, unguided")]
@@ -140,6 +144,7 @@ def teach_run(
     api_key: Annotated[Optional[str], typer.Option(help="bearer token for --endpoint (or R2END_TEACHER_API_KEY)")] = None,
     concurrency: Annotated[int, typer.Option(help="requests in flight for --endpoint")] = 4,
     parallel: Annotated[int, typer.Option(help="llama.cpp slots for the local server")] = 4,
+    threads: Annotated[Optional[int], typer.Option(help="llama.cpp threads for the local server (default: all cores)")] = None,
     limit: Annotated[Optional[int], typer.Option(help="stop after this many new generations per kind")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="teacher data folder (default: the repo's data/teacher)")] = None,
     fmt: FormatOpt = None,
@@ -153,7 +158,7 @@ def teach_run(
 
     ds = _load(dataset, fmt, path)
     folder = data_dir or teacher_data_dir()
-    backend = _teacher_backend(model, endpoint, api_key, concurrency, parallel)
+    backend = _teacher_backend(model, endpoint, api_key, concurrency, parallel, threads)
 
     async def go() -> None:
         try:
@@ -210,12 +215,57 @@ def teach_compact(dataset: str, data_dir: Optional[Path] = None) -> None:
         console.print(f"{path}: {TeacherCache(path).compact()} records")
 
 
+@teach_app.command("run-ray")
+def teach_run_ray(
+    dataset: DatasetArg,
+    endpoint: Annotated[str, typer.Option(help="OpenAI-compatible base URL (vLLM, llama.cpp server, hosted API)")],
+    kinds: KindsOpt = "oracle,description,unguided",
+    model: Annotated[str, typer.Option(help="the served model name (part of the cache key)")] = "qwen2.5-coder-1.5b",
+    api_key: Annotated[Optional[str], typer.Option(help="bearer token for --endpoint (or R2END_TEACHER_API_KEY)")] = None,
+    actors: Annotated[int, typer.Option(help="Ray actors, each with its own HTTP client")] = 2,
+    requests_per_actor: Annotated[int, typer.Option(help="requests each actor keeps in flight (= batch size)")] = 4,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: a local Ray instance)")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="stop after this many new generations per kind")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="teacher data folder (default: the repo's data/teacher)")] = None,
+    fmt: FormatOpt = None,
+    path: PathOpt = None,
+) -> None:
+    """Like `teach run --endpoint`, with the requests spread over Ray Data actors (needs the `scale` extra)."""
+    try:
+        from training.teacher.ray_pipeline import RaySettings, ensure_ray, run_tasks_ray
+    except ImportError as exc:
+        console.print(f"[red]error:[/red] {exc}: install the scale extra (pip install 'ray[data]>=2.40,<3')")
+        raise typer.Exit(2) from exc
+    from training.paths import teacher_data_dir
+    from training.teacher.cache import TeacherCache
+    from training.teacher.runner import cache_path
+    from training.teacher.tasks import build_tasks
+
+    ds = _load(dataset, fmt, path)
+    folder = data_dir or teacher_data_dir()
+    settings = RaySettings(
+        endpoint=endpoint, model=model, api_key=api_key or os.environ.get("R2END_TEACHER_API_KEY"),
+        actors=actors, requests_per_actor=requests_per_actor,
+    )
+    ensure_ray(ray_address)
+    for kind in [k.strip() for k in kinds.split(",") if k.strip()]:
+        cache = TeacherCache(cache_path(folder, ds.name, kind))
+        summary = run_tasks_ray(build_tasks(ds, kind), settings, cache, ds.name, limit=limit)
+        cache.compact()
+        console.print(f"{kind}: {summary}")
+
+
 @teach_app.command("serve")
-def teach_serve(model: str = "qwen2.5-coder-1.5b", port: int = 8088, parallel: int = 4) -> None:
+def teach_serve(
+    model: str = "qwen2.5-coder-1.5b",
+    port: int = 8088,
+    parallel: int = 4,
+    threads: Annotated[Optional[int], typer.Option(help="llama.cpp threads (default: all cores)")] = None,
+) -> None:
     """Serve a local GGUF model on 127.0.0.1 with an OpenAI-compatible API."""
     from training.teacher.server import main
 
-    main(["--model", model, "--port", str(port), "--parallel", str(parallel)])
+    main(["--model", model, "--port", str(port), "--parallel", str(parallel)] + (["--threads", str(threads)] if threads else []))
 
 
 if __name__ == "__main__":

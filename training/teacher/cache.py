@@ -128,11 +128,30 @@ class TeacherCache:
             self._records.clear()
             self.refresh()
             tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+            written = 0
             with open(tmp, "wb") as out:
                 for key in sorted(self._records):
-                    out.write((json.dumps(self._records[key], ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
+                    written += out.write((json.dumps(self._records[key], ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
                 out.flush()
                 os.fsync(out.fileno())
+                inode = os.fstat(out.fileno()).st_ino
             os.replace(tmp, self.path)
-            self._offset = self.path.stat().st_size
+            _fsync_dir(self.path.parent)
+            # What this reader has seen is exactly what it wrote: another process may append to the
+            # new file as soon as it is renamed (it does not wait for our lock on the old inode), so
+            # stat() here could already count a line that was never read into _records.
+            self._offset = written
+            self._inode = inode
         return len(self._records)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

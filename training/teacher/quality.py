@@ -8,6 +8,7 @@ from training.teacher.prompts import PromptTemplate
 
 _SPACES = re.compile(r"\s+")
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+MIN_WORDS_AFTER_OPENING = 12
 _LEAD = re.compile(r'^(?:\s|\*|"|\'|#|>|response:)+', re.IGNORECASE)
 
 
@@ -17,7 +18,9 @@ def normalise(text: str, template: PromptTemplate | None = None) -> tuple[str, b
     Returns ``(text, rewritten)``; ``rewritten`` is True when a harmless variant of the
     required opening (``template.opening_variant``) was replaced by the exact opening.
     """
-    text = _LEAD.sub("", text.translate(_QUOTES).strip())
+    # Whitespace is collapsed before the opening is matched: a line break inside the opening
+    # ("... target item\nare as follows:") is still the same harmless variant.
+    text = _SPACES.sub(" ", _LEAD.sub("", text.translate(_QUOTES).strip()))
     rewritten = False
     if template is not None and template.opening_variant:
         match = re.match(template.opening_variant, text, flags=re.IGNORECASE)
@@ -39,6 +42,8 @@ def problem_with(text: str, finish_reason: str, template: PromptTemplate) -> str
     opening = template.opening.translate(_QUOTES).rstrip(".:").lower()
     if not text.lower().startswith(opening):
         return "missing opening"
-    if len(text.split()) < 12:
+    # Counted after the opening: the oracle's opening alone is 11 words, so counting the whole
+    # text let "<opening> Thrillers." pass as a rationale.
+    if len(text.split()) - len(template.opening.split()) < MIN_WORDS_AFTER_OPENING:
         return "too short"
     return None

@@ -123,6 +123,23 @@ def _record(task: TeacherTask, key: str, model_id: str, dataset: str, outcome: O
     }
 
 
+def pending_tasks(
+    tasks: list[TeacherTask], model_id: str, cache: TeacherCache, limit: int | None = None
+) -> tuple[list[tuple[TeacherTask, str]], int]:
+    """``([(task, key), ...] not yet in the cache, at most limit), number already cached)``.
+
+    Two tasks with the same prompt are one request: it is generated (and stored) once.
+    """
+    todo = [(t, task_key(t, model_id)) for t in tasks]
+    unique: dict[str, TeacherTask] = {}
+    for t, k in todo:
+        if k not in cache:
+            unique.setdefault(k, t)
+    pending = [(t, k) for k, t in unique.items()]
+    skipped = sum(k in cache for _, k in todo)
+    return (pending[:limit] if limit is not None else pending), skipped
+
+
 async def run_tasks(
     tasks: list[TeacherTask],
     backend: TeacherBackend,
@@ -133,11 +150,7 @@ async def run_tasks(
 ) -> RunSummary:
     """Generate every task not yet in ``cache`` (at most ``limit``), appending as each finishes."""
     summary = RunSummary()
-    todo = [(t, task_key(t, backend.model_id)) for t in tasks]
-    pending = [(t, k) for t, k in todo if k not in cache]
-    summary.skipped_cached = len(todo) - len(pending)
-    if limit is not None:
-        pending = pending[:limit]
+    pending, summary.skipped_cached = pending_tasks(tasks, backend.model_id, cache, limit)
     run_id = uuid.uuid4().hex[:12]
     started = time.perf_counter()
     queue: asyncio.Queue[tuple[TeacherTask, str]] = asyncio.Queue()

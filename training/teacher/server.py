@@ -22,9 +22,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parallel", type=int, default=LlamaCppSettings.n_parallel)
     parser.add_argument("--threads", type=int, default=LlamaCppSettings.n_threads)
     parser.add_argument("--ctx-per-slot", type=int, default=LlamaCppSettings.ctx_per_slot)
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer <key>' on every API request (default: no key, loopback only)",
+    )
     args = parser.parse_args(argv)
     settings = LlamaCppSettings(n_parallel=args.parallel, n_threads=args.threads, ctx_per_slot=args.ctx_per_slot)
-    server = LlamaCppServer(args.model, settings, port=args.port, host=args.host)
+    server = LlamaCppServer(args.model, settings, port=args.port, host=args.host, api_key=args.api_key or None)
     print(f"serving {server.model_id} at {server.base_url}/v1", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

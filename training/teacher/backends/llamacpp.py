@@ -25,7 +25,11 @@ class LlamaCppSettings:
     """Server knobs: slots, threads (both phases), context per slot."""
 
     n_parallel: int = 4
-    n_threads: int = max(1, os.cpu_count() or 1)
+    n_threads: int = int(os.environ.get("R2END_LLAMA_THREADS") or max(1, os.cpu_count() or 1))
+    """Threads for prompt and generation. On a machine shared with other work, 1 thread per
+    spare core is better: llama.cpp's worker threads spin-wait, so an oversubscribed CPU
+    makes every thread wait for the slowest (seen here: 10x slower with 2 threads while
+    other jobs ran)."""
     ctx_per_slot: int = 2048
     n_batch: int = 512
 
@@ -40,7 +44,14 @@ def free_port() -> int:
 class LlamaCppServer:
     """An in-process llama.cpp server on 127.0.0.1 (stopped by :meth:`close`)."""
 
-    def __init__(self, model: str, settings: LlamaCppSettings | None = None, port: int | None = None, host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        model: str,
+        settings: LlamaCppSettings | None = None,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        api_key: str | None = None,
+    ):
         import xllamacpp  # optional dependency: the "teacher" extra
 
         self.settings = settings or LlamaCppSettings()
@@ -58,10 +69,18 @@ class LlamaCppServer:
         params.cache_prompt = True
         params.hostnames = [host]
         params.port = self.port
-        params.model_alias = self.model_id
+        # A set of names: assigning a plain string made llama.cpp serve the model under
+        # each *character* of the name ("s", "m", ...) and report its id as "-".
+        params.model_alias = {self.model_id}
+        if api_key:
+            params.api_keys = [api_key]  # requests without "Authorization: Bearer <key>" get 401
         params.verbosity = -1  # keep llama.cpp quiet; errors still surface as HTTP errors
         self._server = xllamacpp.Server(params)
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def base_url(self) -> str:

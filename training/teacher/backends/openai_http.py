@@ -89,7 +89,11 @@ class OpenAIHTTPBackend:
                     continue
                 if response.status_code != 200:
                     raise TeacherError(f"{self.base_url}: HTTP {response.status_code}: {response.text[:300]}")
-                return self._parse(response.json(), time.perf_counter() - started)
+                try:
+                    payload = response.json()
+                except ValueError as exc:
+                    raise TeacherError(f"{self.base_url}: HTTP 200 but not JSON: {response.text[:300]!r}") from exc
+                return self._parse(payload, time.perf_counter() - started)
         raise AssertionError("unreachable")
 
     async def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
