@@ -99,7 +99,7 @@ def test_too_short_counts_the_words_after_the_opening(template):
 PINNED = {
     "oracle": ("oracle-v1", "f845087210e8"),
     "unguided": ("unguided-v1", "6fff299caef4"),
-    "description": ("description-v1", "c0de73796d08"),
+    "description": ("description-v2", "e115b19e7c12"),
 }
 
 

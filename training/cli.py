@@ -268,5 +268,9 @@ def teach_serve(
     main(["--model", model, "--port", str(port), "--parallel", str(parallel)] + (["--threads", str(threads)] if threads else []))
 
 
+from training.cli_model import register as _register_model_commands  # noqa: E402
+
+_register_model_commands(app, _load)
+
 if __name__ == "__main__":
     app()

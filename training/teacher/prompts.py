@@ -14,6 +14,10 @@ at most 100 words is ~130-150 word pieces; the target item's metadata adds
 (measured on the committed ML-100K data by ``r2end teach lengths``).
 ``max_tokens`` (200) is a hard stop well above 100 words so that a complete
 answer is never cut; an answer that hits it is flagged as truncated.
+
+Item descriptions are held to 80 words (170 tokens): D_i ⊕ M_i must fit the same
+window, and 1,349 descriptions on a 2-core CPU are the largest share of the
+teacher's time (description-v1 allowed 100 words and was never generated).
 """
 
 from __future__ import annotations
@@ -91,8 +95,10 @@ UNGUIDED = PromptTemplate(
 
 DESCRIPTION = PromptTemplate(
     kind="description",
-    version="description-v1",
+    version="description-v2",
     opening="Users who prefer",
+    max_words=80,
+    max_tokens=170,
     text=(
         "Task:\n"
         "Analyze the provided metadata and {evidence_noun} to determine what kinds of users are most "

@@ -31,6 +31,7 @@ class LlamaCppSettings:
     makes every thread wait for the slowest (seen here: 10x slower with 2 threads while
     other jobs ran)."""
     ctx_per_slot: int = 2048
+    poll: int = int(os.environ.get("R2END_LLAMA_POLL") or 0)
     n_batch: int = 512
 
 
@@ -65,6 +66,10 @@ class LlamaCppServer:
         params.n_batch = self.settings.n_batch
         params.cpuparams.n_threads = self.settings.n_threads
         params.cpuparams_batch.n_threads = self.settings.n_threads
+        # poll = 0: worker threads sleep instead of spin-waiting between ops, so a CPU shared
+        # with other jobs does not stall every thread behind a descheduled one.
+        params.cpuparams.poll = self.settings.poll
+        params.cpuparams_batch.poll = self.settings.poll
         params.cont_batching = True
         params.cache_prompt = True
         params.hostnames = [host]
