@@ -1,0 +1,188 @@
+"""A loaded bundle ready to serve: the user/item ONNX encoders, the FAISS index and the live catalogue.
+
+The request path is split so the batcher can run the expensive part for many users at once:
+:meth:`ServingModel.history_text` (verbalise, cheap) -> :meth:`tokenize` + :meth:`encode_tokens`
+(batched, in the encode thread) -> :meth:`search`. FAISS must not search while items are
+added or removed, so searches and mutations take the same lock (searches are short).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from index import bundle as B
+from index.catalog import Catalog, ItemMeta
+from index.faiss_index import ItemIndex
+from index.onnx_encoder import OnnxTextEncoder
+from index.verbalize import HistoryEvent, history_text, item_document
+from service.live_catalog import LiveCatalog
+from service.settings import ServiceSettings
+
+log = logging.getLogger("r2end.service")
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One recommended item and its cosine score."""
+
+    item: ItemMeta
+    score: float
+
+
+class ServingModel:
+    """Everything one bundle needs to answer requests; build with :meth:`load`."""
+
+    def __init__(self, path: Path, manifest: B.Manifest, user_encoder: OnnxTextEncoder, item_encoder: OnnxTextEncoder,
+                 index: ItemIndex, catalog: Catalog, int8: bool):
+        self.path = path
+        self.manifest = manifest
+        self.user_encoder = user_encoder
+        self.item_encoder = item_encoder
+        self.index = index
+        self.catalog = LiveCatalog(catalog)
+        self.int8 = int8
+        self._lock = threading.Lock()
+        self.loaded_at = time.time()
+
+    # ---- loading -------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: Path, settings: ServiceSettings) -> ServingModel:
+        """Validate and load the bundle at ``path``; raise :class:`BundleError` if it cannot be served."""
+        path = Path(path)
+        manifest = B.load_manifest(path, verify_checksums=settings.verify_checksums)
+        user_file = B.USER_ONNX_INT8 if settings.use_int8 else B.USER_ONNX
+        if user_file not in manifest.files:
+            raise B.BundleError(f"{path / user_file}: not in this bundle (R2END_USE_INT8={settings.use_int8})")
+        try:
+            catalog = Catalog.load_jsonl(path / B.CATALOG)
+        except ValueError as exc:
+            raise B.BundleError(str(exc)) from exc
+        if len(catalog) != manifest.n_items:
+            raise B.BundleError(f"{path / B.CATALOG}: {len(catalog)} items, manifest says {manifest.n_items}")
+        try:
+            index = ItemIndex.load(path / B.ITEM_INDEX, manifest.index_kind)
+        except RuntimeError as exc:
+            raise B.BundleError(f"{path / B.ITEM_INDEX}: unreadable FAISS index ({exc})") from exc
+        if index.size != manifest.n_items or index.dim != manifest.output_dim:
+            raise B.BundleError(
+                f"{path / B.ITEM_INDEX}: {index.size} vectors of dim {index.dim}, manifest says {manifest.n_items} x {manifest.output_dim}"
+            )
+        user = _encoder(path / user_file, path / B.TOKENIZER, manifest, settings.onnx_threads)
+        item = _encoder(path / B.ITEM_ONNX, path / B.TOKENIZER, manifest, settings.onnx_threads)
+        return cls(path, manifest, user, item, index, catalog, settings.use_int8)
+
+    # ---- user side ---------------------------------------------------------------------------
+    def get(self, item_id: str) -> ItemMeta | None:
+        return self.catalog.get(item_id)
+
+    def history_text(self, events: Sequence[HistoryEvent], items: dict[str, ItemMeta]) -> str:
+        """H_u with the bundle's verbaliser settings (the same function training used)."""
+        verbaliser = self.manifest.verbaliser
+        return history_text(events, items.__getitem__, verbaliser.max_items, verbaliser.window_days)
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Token ids per text (truncated to the bundle's max_seq_length)."""
+        return [encoding.ids for encoding in self.user_encoder.tokenizer.encode_batch(texts)]
+
+    def encode_tokens(self, token_ids: Sequence[list[int]]) -> np.ndarray:
+        """User vectors z_u for already tokenised texts (padded to the longest; one ONNX run)."""
+        return self.user_encoder.run(*pad(token_ids))
+
+    # ---- search --------------------------------------------------------------------------------
+    def search(self, vectors: np.ndarray, ks: Sequence[int], exclude: Sequence[frozenset[str]]) -> list[list[Hit]]:
+        """Top ``ks[i]`` items for ``vectors[i]``, leaving out ``exclude[i]``."""
+        fetch = max(k + len(skip) for k, skip in zip(ks, exclude))
+        with self._lock:
+            scores, rows = self.index.search(vectors, fetch)
+            results = []
+            for k, skip, row_scores, row_ids in zip(ks, exclude, scores.tolist(), rows.tolist()):
+                hits = []
+                for score, row in zip(row_scores, row_ids):
+                    item = self.catalog.at(row) if row >= 0 else None
+                    if item is None or item.item_id in skip:
+                        continue
+                    hits.append(Hit(item, float(score)))
+                    if len(hits) == k:
+                        break
+                results.append(hits)
+        return results
+
+    # ---- live items ----------------------------------------------------------------------------
+    @property
+    def supports_live_items(self) -> bool:
+        return self.index.kind == "flat"
+
+    def embed_items(self, items: Sequence[ItemMeta]) -> np.ndarray:
+        """z_i for items: ``item_document(description, meta)`` through the item ONNX graph."""
+        return self.item_encoder.encode([item_document(item.description, item) for item in items])
+
+    def upsert(self, item: ItemMeta, vector: np.ndarray) -> bool:
+        """Put an item into the index and catalogue at once; True if it is new."""
+        with self._lock:
+            self.index.upsert(self.catalog.row_for(item.item_id), vector)
+            _, created = self.catalog.put(item)
+        return created
+
+    def remove(self, item_id: str) -> bool:
+        """Take an item out of the index and catalogue; False if it was unknown."""
+        with self._lock:
+            row = self.catalog.row(item_id)
+            if row is None:
+                return False
+            self.index.remove(row)
+            self.catalog.remove(item_id)
+        return True
+
+    @property
+    def n_items(self) -> int:
+        return len(self.catalog)
+
+    # ---- warm-up -----------------------------------------------------------------------------
+    def warmup_texts(self) -> list[str]:
+        """Histories of 1, a few and ``max_items`` catalogue items (real lengths), dated."""
+        items = list(self.catalog)[: max(1, self.manifest.verbaliser.max_items)]
+        lookup = {item.item_id: item for item in items}
+        texts = []
+        for n in sorted({1, min(3, len(items)), len(items)}):
+            events = [HistoryEvent(item.item_id, 1_000_000_000 + 86_400 * i) for i, item in enumerate(items[:n])]
+            texts.append(self.history_text(events, lookup))
+        return texts
+
+    def warmup(self, batch_sizes: Sequence[int] = (1, 4)) -> float:
+        """A few encodes at several lengths and batch sizes, one item encode and one search; returns seconds."""
+        started = time.perf_counter()
+        texts = self.warmup_texts()
+        for text in texts:
+            for batch in batch_sizes:
+                vectors = self.encode_tokens(self.tokenize([text] * batch))
+        self.search(vectors[:1], [10], [frozenset()])
+        self.embed_items(list(self.catalog)[:1])
+        return time.perf_counter() - started
+
+
+def pad(token_ids: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(input_ids, attention_mask)`` int64, right-padded with 0 to the longest sequence."""
+    width = max(1, max(len(ids) for ids in token_ids))
+    ids = np.zeros((len(token_ids), width), dtype=np.int64)
+    mask = np.zeros((len(token_ids), width), dtype=np.int64)
+    for row, seq in enumerate(token_ids):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+def _encoder(onnx_path: Path, tokenizer_path: Path, manifest: B.Manifest, threads: int) -> OnnxTextEncoder:
+    try:
+        encoder = OnnxTextEncoder(onnx_path, tokenizer_path, manifest.max_seq_length, threads=threads)
+    except Exception as exc:  # onnxruntime / tokenizers raise their own types for unreadable files
+        raise B.BundleError(f"{onnx_path}: cannot be loaded ({type(exc).__name__}: {str(exc)[:300]})") from exc
+    if encoder.output_dim != manifest.output_dim:
+        raise B.BundleError(f"{onnx_path}: outputs dim {encoder.output_dim}, manifest says {manifest.output_dim}")
+    return encoder

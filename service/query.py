@@ -1,0 +1,67 @@
+"""A validated request turned into what the model needs: the history text, the seen items and k.
+
+Checks here are the ones that depend on settings or on the catalogue (the static ones are
+in :mod:`service.schemas`); each failure is a 422 naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from index.verbalize import HistoryEvent
+from service.errors import Loc, ServiceError
+from service.model import ServingModel
+from service.schemas import RecommendRequest
+from service.settings import ServiceSettings
+
+MAX_LISTED = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One user's encode + search job."""
+
+    text: str
+    k: int
+    exclude: frozenset[str]
+    unknown_item_ids: tuple[str, ...]
+
+
+def build_query(request: RecommendRequest, model: ServingModel, settings: ServiceSettings, loc: Loc = ("body",)) -> Query:
+    """Check ``request`` against the limits and the catalogue and verbalise its history."""
+    loc = tuple(loc)
+    k = request.k if request.k is not None else settings.default_k
+    if k > settings.max_k:
+        raise ServiceError(422, f"k is {k}; at most {settings.max_k} (R2END_MAX_K)", loc + ("k",), "k_too_large")
+    if request.history_text is not None:
+        if len(request.history_text) > settings.max_history_text_chars:
+            raise ServiceError(
+                422,
+                f"history_text has {len(request.history_text)} characters; at most {settings.max_history_text_chars}",
+                loc + ("history_text",),
+                "history_too_long",
+            )
+        return Query(request.history_text, k, frozenset(), ())
+    history = request.history or []
+    if len(history) > settings.max_history:
+        raise ServiceError(
+            422, f"history has {len(history)} events; at most {settings.max_history} (R2END_MAX_HISTORY)", loc + ("history",), "history_too_long"
+        )
+    items = {event.item_id: meta for event in history if (meta := model.get(event.item_id)) is not None}
+    unknown = tuple(event.item_id for event in history if event.item_id not in items)
+    if not items:
+        raise ServiceError(
+            422, f"none of the {len(history)} history item ids is in the catalogue: {list(unknown[:MAX_LISTED])}", loc + ("history",), "unknown_items"
+        )
+    events = chronological([HistoryEvent(e.item_id, e.timestamp) for e in history if e.item_id in items])
+    text = model.history_text(events, items)
+    exclude = frozenset(items) if request.exclude_seen else frozenset()
+    return Query(text, k, exclude, unknown)
+
+
+def chronological(events: Sequence[HistoryEvent]) -> list[HistoryEvent]:
+    """Sorted by timestamp (stable) when every event has one; else in the order given (oldest first)."""
+    if all(event.timestamp is not None for event in events):
+        return sorted(events, key=lambda event: event.timestamp)  # type: ignore[arg-type, return-value]
+    return list(events)

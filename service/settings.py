@@ -1,0 +1,63 @@
+"""Service configuration from the environment (prefix ``R2END_``), e.g. ``R2END_BUNDLE_PATH=/bundle``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (respects CPU affinity / cpusets)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class ServiceSettings(BaseSettings):
+    """Every knob of the service; each field ``name`` is read from ``R2END_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="R2END_", extra="ignore")
+
+    bundle_path: Path = Field(description="model bundle directory written by training (manifest.json, ONNX graphs, index)")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: str = "info"
+
+    onnx_threads: int = Field(default_factory=available_cores, ge=1, description="ONNX Runtime intra-op threads per session")
+    use_int8: bool = Field(
+        False,
+        description="serve the int8-quantised user encoder (user_encoder.int8.onnx); its activations are quantised per batch, "
+        "so a user vector moves slightly (cosine ~0.995) with what it is batched with",
+    )
+    verify_checksums: bool = Field(True, description="check every bundle file's sha256 against the manifest on load")
+
+    max_batch_size: int = Field(32, ge=1, description="most histories encoded in one ONNX run")
+    max_wait_ms: float = Field(4.0, ge=0, description="how long the batcher waits for company after the first request")
+    queue_size: int = Field(256, ge=1, description="encode requests waiting at most; beyond that: 503 + Retry-After")
+    retry_after_seconds: int = Field(1, ge=0, description="Retry-After sent with 503 answers")
+
+    max_history: int = Field(200, ge=1, description="most history events accepted per request")
+    max_history_text_chars: int = Field(20_000, ge=1, description="longest free-text history accepted")
+    max_k: int = Field(100, ge=1)
+    default_k: int = Field(10, ge=1)
+    max_batch_users: int = Field(64, ge=1, description="most requests in one POST /recommend/batch")
+    max_body_bytes: int = Field(1 << 20, ge=1, description="largest request body (413 beyond)")
+
+    admin_token: str | None = Field(None, description="Bearer token for /admin/*; admin routes answer 403 while unset")
+    item_log_path: Path | None = Field(None, description="durable log of live item changes; default <bundle_path>.items.jsonl")
+    warmup: bool = Field(True, description="run a few encodes of several lengths before /readyz turns 200")
+
+    @model_validator(mode="after")
+    def _defaults(self) -> ServiceSettings:
+        if self.item_log_path is None:
+            bundle = Path(self.bundle_path)
+            self.item_log_path = bundle.with_name(bundle.name + ".items.jsonl")
+        if self.default_k > self.max_k:
+            raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
+        if self.admin_token is not None and not self.admin_token.strip():
+            self.admin_token = None
+        return self

