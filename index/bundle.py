@@ -35,6 +35,7 @@ USER_ONNX = "user_encoder.onnx"
 USER_ONNX_INT8 = "user_encoder.int8.onnx"
 ITEM_ONNX = "item_encoder.onnx"
 TOKENIZER = "tokenizer.json"
+HISTORY_EMBEDDINGS = "history_item_embeddings.npy"
 REQUIRED_FILES = (CATALOG, ITEM_VECTORS, ITEM_INDEX, USER_ONNX, ITEM_ONNX, TOKENIZER)
 
 
@@ -47,6 +48,13 @@ class VerbaliserSettings(BaseModel):
 
     max_items: int = 8
     window_days: int | None = 60
+
+
+class HistoryTower(BaseModel):
+    """R2END+CF: z_u = norm(z_text + mean of ``file`` rows over the last ``max_items`` known history items)."""
+
+    file: str = HISTORY_EMBEDDINGS
+    max_items: int = 50
 
 
 class Manifest(BaseModel):
@@ -69,6 +77,7 @@ class Manifest(BaseModel):
     verbaliser: VerbaliserSettings = VerbaliserSettings()
     metrics: dict[str, Any] = {}
     config: dict[str, Any] = {}
+    history_tower: HistoryTower | None = None
     files: dict[str, str] = Field(description="sha256 of every file except the manifest")
 
 
@@ -120,4 +129,8 @@ def load_manifest(directory: Path, verify_checksums: bool = True) -> Manifest:
         raise BundleError(
             f"{directory / ITEM_VECTORS}: shape {vectors.shape}, manifest says ({manifest.n_items}, {manifest.output_dim})"
         )
+    if manifest.history_tower is not None:
+        table = np.load(directory / manifest.history_tower.file, mmap_mode="r")
+        if table.shape != (manifest.n_items, manifest.output_dim):
+            raise BundleError(f"{directory / manifest.history_tower.file}: shape {table.shape}, expected ({manifest.n_items}, {manifest.output_dim})")
     return manifest

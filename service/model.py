@@ -40,7 +40,7 @@ class ServingModel:
     """Everything one bundle needs to answer requests; build with :meth:`load`."""
 
     def __init__(self, path: Path, manifest: B.Manifest, user_encoder: OnnxTextEncoder, item_encoder: OnnxTextEncoder,
-                 index: ItemIndex, catalog: Catalog, int8: bool):
+                 index: ItemIndex, catalog: Catalog, int8: bool, history_table: np.ndarray | None = None):
         self.path = path
         self.manifest = manifest
         self.user_encoder = user_encoder
@@ -48,6 +48,7 @@ class ServingModel:
         self.index = index
         self.catalog = LiveCatalog(catalog)
         self.int8 = int8
+        self.history_table = history_table
         self._lock = threading.Lock()
         self.loaded_at = time.time()
 
@@ -76,7 +77,8 @@ class ServingModel:
             )
         user = _encoder(path / user_file, path / B.TOKENIZER, manifest, settings.onnx_threads)
         item = _encoder(path / B.ITEM_ONNX, path / B.TOKENIZER, manifest, settings.onnx_threads)
-        return cls(path, manifest, user, item, index, catalog, settings.use_int8)
+        history = np.load(path / manifest.history_tower.file) if manifest.history_tower is not None else None
+        return cls(path, manifest, user, item, index, catalog, settings.use_int8, history)
 
     # ---- user side ---------------------------------------------------------------------------
     def get(self, item_id: str) -> ItemMeta | None:
@@ -94,6 +96,24 @@ class ServingModel:
     def encode_tokens(self, token_ids: Sequence[list[int]]) -> np.ndarray:
         """User vectors z_u for already tokenised texts (padded to the longest; one ONNX run)."""
         return self.user_encoder.run(*pad(token_ids))
+
+    def add_history(self, vectors: np.ndarray, history_rows: Sequence[Sequence[int]]) -> np.ndarray:
+        """R2END+CF history tower: z_u = norm(z_text + mean of the last items' history embeddings).
+
+        Bundles without a tower (the paper's R2END) return ``vectors`` unchanged; items added
+        live (rows beyond the trained table) have no history embedding, like in training.
+        """
+        if self.history_table is None:
+            return vectors
+        tower = self.manifest.history_tower
+        assert tower is not None
+        out = vectors.astype(np.float32, copy=True)
+        for i, rows in enumerate(history_rows):
+            recent = rows[-tower.max_items :]
+            known = [r for r in recent if r < len(self.history_table)]
+            if recent:
+                out[i] += self.history_table[known].sum(axis=0) / len(recent) if known else 0.0
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
     # ---- search --------------------------------------------------------------------------------
     def search(self, vectors: np.ndarray, ks: Sequence[int], exclude: Sequence[frozenset[str]]) -> list[list[Hit]]:

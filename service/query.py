@@ -26,6 +26,8 @@ class Query:
     k: int
     exclude: frozenset[str]
     unknown_item_ids: tuple[str, ...]
+    history_rows: tuple[int, ...] = ()
+    """Catalogue rows of the known history items, oldest first (used by an R2END+CF history tower)."""
 
 
 def build_query(request: RecommendRequest, model: ServingModel, settings: ServiceSettings, loc: Loc = ("body",)) -> Query:
@@ -57,7 +59,8 @@ def build_query(request: RecommendRequest, model: ServingModel, settings: Servic
     events = chronological([HistoryEvent(e.item_id, e.timestamp) for e in history if e.item_id in items])
     text = model.history_text(events, items)
     exclude = frozenset(items) if request.exclude_seen else frozenset()
-    return Query(text, k, exclude, unknown)
+    rows = tuple(row for event in events if (row := model.catalog.row(event.item_id)) is not None)
+    return Query(text, k, exclude, unknown, rows)
 
 
 def chronological(events: Sequence[HistoryEvent]) -> list[HistoryEvent]:

@@ -23,6 +23,7 @@ async def recommend(runtime: Runtime, model: ServingModel, queries: list[Query])
         raise Unavailable(f"overloaded: {exc}; retry later", "queue_full", runtime.settings.retry_after_seconds) from exc
     except BatcherStopped as exc:
         raise Unavailable(str(exc), "shutting_down", runtime.settings.retry_after_seconds) from exc
+    vectors = model.add_history(vectors, [q.history_rows for q in queries])
     started = time.perf_counter()
     hits = await run_in_threadpool(model.search, vectors, [q.k for q in queries], [q.exclude for q in queries])
     runtime.metrics.search_seconds.observe((time.perf_counter() - started) / len(queries))

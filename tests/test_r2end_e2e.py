@@ -114,3 +114,29 @@ def test_bundle_refuses_wrong_schema_and_dims(trained, tmp_path):
         (broken / B.MANIFEST).write_text(json.dumps(raw))
         with pytest.raises(B.BundleError, match=message):
             B.load_manifest(broken)
+
+
+@pytest.mark.parametrize("design", ["item-residual", "history-tower"])
+def test_cf_bundle_serves_what_training_scored(trained, tmp_path, design):
+    """R2END+CF exported with its history table: the service's model reproduces the training scores."""
+    from dataclasses import replace
+
+    from index.verbalize import HistoryEvent
+    from service.model import ServingModel
+    from service.settings import ServiceSettings
+    from training.r2end.collaborative import CFConfig, train_cf
+
+    ds, model, _, _ = trained
+    cf = train_cf(model, ds, CFConfig(design=design, epochs=3, prefixes_per_user=3), log=lambda _m: None)
+    assert (design == "history-tower") == (cf.history_table is not None)
+    exportable = replace(model, projection=cf.head.projection, item_vectors=cf.item_vectors)
+    bundle_dir = tmp_path / design
+    export_bundle(exportable, ds, bundle_dir, int8=False, history_table=cf.history_table, history_items=cf.config.history_items)
+    serving = ServingModel.load(bundle_dir, ServiceSettings(bundle_path=bundle_dir, warmup=False))
+    users = list(range(ds.n_users))
+    histories = [ds.example(u, "test")[0] for u in users]
+    expected = cf.score(ds, users, histories)
+    texts = [serving.history_text([HistoryEvent(ds.catalog.at(r).item_id, t) for r, t in h], {i.item_id: i for i in ds.catalog}) for h in histories]
+    vectors = serving.add_history(serving.encode_tokens(serving.tokenize(texts)), [[r for r, _ in h] for h in histories])
+    served = vectors @ np.load(bundle_dir / B.ITEM_VECTORS).T
+    assert np.abs(served - expected).max() < 1e-4

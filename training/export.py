@@ -84,8 +84,13 @@ def torch_reference(model: TrainedR2END, texts: list[str], student: bool = True)
 
 
 def export_bundle(model: TrainedR2END, ds: PreparedDataset, out_dir: Path, metrics: dict[str, Any] | None = None,
-                  int8: bool = True, index_kind: str = "flat", parity_texts: list[str] | None = None) -> B.Manifest:
-    """Write a complete, checksummed bundle to ``out_dir`` (atomically replaced) and return its manifest."""
+                  int8: bool = True, index_kind: str = "flat", parity_texts: list[str] | None = None,
+                  history_table: np.ndarray | None = None, history_items: int = 50) -> B.Manifest:
+    """Write a complete, checksummed bundle to ``out_dir`` (atomically replaced) and return its manifest.
+
+    ``history_table`` (R2END+CF history tower) adds per-item history embeddings that the
+    service averages over a request's last ``history_items`` known items and adds to z_u.
+    """
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -99,6 +104,10 @@ def export_bundle(model: TrainedR2END, ds: PreparedDataset, out_dir: Path, metri
     model.student.tokenizer.backend_tokenizer.save(str(tmp / B.TOKENIZER))
     if int8:
         quantize_int8(tmp / B.USER_ONNX, tmp / B.USER_ONNX_INT8)
+    history = None
+    if history_table is not None:
+        np.save(tmp / B.HISTORY_EMBEDDINGS, history_table.astype(np.float32))
+        history = {"file": B.HISTORY_EMBEDDINGS, "max_items": history_items}
     parity = measure_parity(model, tmp, parity_texts or model.item_documents[:32])
     cfg = model.config
     fingerprint = f"{ds.name}-{cfg.variant}-{cfg.fingerprint()}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
@@ -117,6 +126,7 @@ def export_bundle(model: TrainedR2END, ds: PreparedDataset, out_dir: Path, metri
         "n_items": len(ds.catalog),
         "metrics": {**(metrics or {}), "onnx_parity": parity, "export_seconds": round(time.perf_counter() - started, 1)},
         "config": cfg.model_dump(),
+        "history_tower": history,
     })
     if out_dir.exists():
         old = out_dir.with_name(out_dir.name + ".old")

@@ -23,6 +23,7 @@ def write_result(
     training_log: list[dict[str, Any]] | None = None,
     out_dir: Path | None = None,
     notes: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``<out>/<dataset>/<model>.json`` and refresh ``<out>/<dataset>.md``."""
     out_dir = out_dir or results_dir()
@@ -43,6 +44,7 @@ def write_result(
         "n_test_users": test.n_users,
         "config": config or {},
         "notes": notes,
+        **(extra or {}),
         "training_log": training_log or [],
         "per_user_test": {"users": test.users, **test.per_user},
         **stamp(),

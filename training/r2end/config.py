@@ -49,6 +49,10 @@ class R2ENDConfig(BaseModel):
     projection_lr: float = 1e-4
     select_epoch_on_valid: bool = Field(True, description="keep the projection epoch with the best validation NDCG@10")
 
+    # Beyond the paper (issue 7): the collaborative head and the cold-start protocol.
+    cf: dict | None = Field(None, description="CFConfig fields to train R2END+CF on top of this model (None = the paper)")
+    cold_start_share: float = Field(0.0, description="hold this share of items out of all training stages (0 = off)")
+
     threads: int = 2
     encode_batch_size: int = 64
 
@@ -65,5 +69,9 @@ ABLATIONS: dict[str, dict] = {
     "abl3-item-target": {"rationale": "item"},
     "abl5-no-projection": {"projection": False},
     "abl6-no-reg": {"reg_lambda": 0.0},
+    "r2end-cf-residual": {"cf": {"design": "item-residual"}},
+    "r2end-cf-history": {"cf": {"design": "history-tower"}},
 }
-"""Table 2 of the paper; ablation (4), mean-pooled history, is the ``meanpool`` baseline."""
+"""Table 2 of the paper (ablation 4, mean-pooled history, is the ``meanpool`` baseline), and the
+collaborative variants of issue 7. Every entry also runs under the cold-start protocol
+with ``--cold-start`` (``cold_start_share=0.1``)."""

@@ -90,8 +90,14 @@ class _Scorer:
         return self.model.user_vectors(self.model.history_texts(ds, histories), self.projection) @ self.item_vectors.T
 
 
-def train_r2end(config: R2ENDConfig, ds: PreparedDataset, data_dir: Path | None = None, log: Log = print) -> TrainedR2END:
-    """Run every stage of R2END on ``ds`` with ``config`` and the committed teacher data."""
+def train_r2end(
+    config: R2ENDConfig, ds: PreparedDataset, data_dir: Path | None = None, log: Log = print, trainable: np.ndarray | None = None
+) -> TrainedR2END:
+    """Run every stage of R2END on ``ds`` with ``config`` and the committed teacher data.
+
+    ``trainable`` (bool per item row) restricts the projection's negatives to those items
+    (the cold-start protocol keeps held-out items out of training entirely).
+    """
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
@@ -158,6 +164,7 @@ def train_r2end(config: R2ENDConfig, ds: PreparedDataset, data_dir: Path | None 
         projection, proj_log = train_projection(
             config, user_train, targets, item_embeddings, validate=validate if config.select_epoch_on_valid else None,
             on_epoch=lambda e: log(f"  projection {e}"),
+            negative_pool=None if trainable is None else np.flatnonzero(trainable),
         )
         model.projection = projection
         model.item_vectors = project(projection, item_embeddings)

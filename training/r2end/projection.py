@@ -24,10 +24,12 @@ class Projection(nn.Module):
         return self.linear(embeddings)
 
 
-def sample_negatives(positives: torch.Tensor, n_items: int, n_negatives: int, generator: torch.Generator) -> torch.Tensor:
-    """``n_negatives`` uniform item rows per example, never the example's positive."""
-    draws = torch.randint(0, n_items - 1, (len(positives), n_negatives), generator=generator)
-    return draws + (draws >= positives[:, None]).long()  # skip the positive without bias
+def sample_negatives(positives: torch.Tensor, pool: torch.Tensor, n_negatives: int, generator: torch.Generator) -> torch.Tensor:
+    """``n_negatives`` item rows per example, uniform over ``pool`` (sorted rows), never the positive."""
+    position = torch.searchsorted(pool, positives)  # every positive is in the pool
+    draws = torch.randint(0, len(pool) - 1, (len(positives), n_negatives), generator=generator)
+    draws = draws + (draws >= position[:, None]).long()  # skip the positive without bias
+    return pool[draws]
 
 
 def train_projection(
@@ -37,17 +39,20 @@ def train_projection(
     item_vectors: np.ndarray,
     validate: Callable[[Projection], float] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    negative_pool: np.ndarray | None = None,
 ) -> tuple[Projection, list[dict]]:
     """Train f with InfoNCE (``config.negatives`` sampled negatives) + lambda * L_reg.
 
     If ``validate`` is given and ``config.select_epoch_on_valid``, the weights of the
     epoch with the best validation score are returned (reported in the log).
+    Negatives are drawn from ``negative_pool`` (item rows; default: every item).
     """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     users = torch.from_numpy(np.ascontiguousarray(user_vectors, dtype=np.float32))
     items = torch.from_numpy(np.ascontiguousarray(item_vectors, dtype=np.float32))
     positives = torch.from_numpy(np.asarray(positive_rows, dtype=np.int64))
+    pool = torch.arange(len(items)) if negative_pool is None else torch.from_numpy(np.sort(np.asarray(negative_pool, dtype=np.int64)))
     model = Projection(users.shape[1], config.projection_dim)
     loss_fn = InfoNCEWithNormPenalty(config.temperature, config.reg_lambda)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.projection_lr)
@@ -59,7 +64,7 @@ def train_projection(
         totals = {"loss": 0.0, "infonce": 0.0, "reg": 0.0}
         for start in range(0, len(order), config.projection_batch_size):
             idx = order[start : start + config.projection_batch_size]
-            negatives = sample_negatives(positives[idx], len(items), config.negatives, generator)
+            negatives = sample_negatives(positives[idx], pool, config.negatives, generator)
             loss, parts = loss_fn(model(users[idx]), model(items[positives[idx]]), model(items[negatives]))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from training.data.preprocess import PreparedDataset
 from training.evaluation.evaluator import evaluate
@@ -45,31 +49,84 @@ def train_and_report(
 ) -> dict[str, Any]:
     """Train, evaluate (validation + test) and, if asked, export a bundle.
 
+    With ``config.cf`` the collaborative head is trained on top (R2END+CF); with
+    ``config.cold_start_share`` the cold-start protocol applies (see
+    :mod:`training.evaluation.coldstart`) and the result carries cold/warm breakdowns.
     Results go to ``docs/results/<dataset>/<variant>.json`` only when the teacher data
     the configuration needs is complete; a run on partial data writes to
     ``$R2END_HOME/runs`` instead (never into the committed tables).
     """
+    from training.evaluation.coldstart import pick_cold_items, split_by_target, subset, training_view
+
     started = time.perf_counter()
-    model = train_r2end(config, ds, data_dir, log)
-    valid = evaluate(model, ds, "valid")
-    test = evaluate(model, ds, "test")
-    complete, account = teacher_complete(model)
+    cold = pick_cold_items(ds, config.cold_start_share, config.seed) if config.cold_start_share > 0 else None
+    train_ds = training_view(ds, cold) if cold is not None else ds
+    trainable = None if cold is None else ~cold
+    base = train_r2end(config, train_ds, data_dir, log, trainable=trainable)
+    complete, account = teacher_complete(base)
     if not complete and not allow_partial:
         raise RuntimeError(f"teacher data incomplete for {config.variant} ({account}); use --allow-partial for a trial run")
+    model: Any = base
+    exportable, history_table, history_items = base, None, 50
+    if config.cf is not None:
+        from training.r2end.collaborative import CFConfig, train_cf
+
+        cf_config = CFConfig(**config.cf)
+        model = train_cf(base, train_ds, cf_config, trainable, log)
+        model.name = config.variant
+        exportable = replace(base, projection=model.head.projection, item_vectors=model.item_vectors)
+        history_table, history_items = model.history_table, cf_config.history_items
+    summary: dict[str, Any] = {}
+    bundle_path = export_to
+    scratch = None
+    if cold is not None and bundle_path is None:
+        scratch = tempfile.TemporaryDirectory()
+        bundle_path = Path(scratch.name) / "bundle"
+    if bundle_path is not None:
+        from training.export import export_bundle
+
+        manifest = export_bundle(exportable, ds, bundle_path, metrics={}, history_table=history_table, history_items=history_items)
+        summary["bundle"] = str(bundle_path)
+        summary["onnx_parity"] = manifest.metrics["onnx_parity"]
+    extra: dict[str, Any] = {}
+    if cold is not None:
+        _add_cold_items(model, ds, cold, Path(bundle_path))
+        extra["cold_start"] = {"share": config.cold_start_share, "cold_items": int(cold.sum()),
+                               "training_view_users": train_ds.n_users,
+                               "how": "cold items embedded from metadata by the item ONNX graph (the service's PUT /items path)"}
+    valid = evaluate(model, train_ds, "valid")
+    test = evaluate(model, ds, "test")
+    if cold is not None:
+        cold_users, warm_users = split_by_target(ds, cold)
+        extra["cold_start"]["cold_target"] = subset(test, cold_users)
+        extra["cold_start"]["warm_target"] = subset(test, warm_users)
+    if scratch is not None:
+        scratch.cleanup()
+        summary.pop("bundle", None)
     out_dir = results_dir() if complete else home() / "runs" / "partial-results"
     notes = f"teacher data: {account}" + ("" if complete else " — PARTIAL, not a final result")
     path = write_result(ds, config.variant, test, config=config.model_dump(), valid=valid,
-                        training_log=model.report.get("projection_log", []), out_dir=out_dir, notes=notes)
-    summary: dict[str, Any] = {"result": str(path), "test": test.metrics, "valid": valid.metrics,
-                               "train_seconds": model.report["train_seconds"], "teacher": account, "complete": complete}
-    if export_to is not None:
-        from training.export import export_bundle
-
-        manifest = export_bundle(model, ds, export_to, metrics={"test": test.metrics, "valid": valid.metrics})
-        summary["bundle"] = str(export_to)
-        summary["onnx_parity"] = manifest.metrics["onnx_parity"]
+                        training_log=base.report.get("projection_log", []) + getattr(model, "log", []),
+                        out_dir=out_dir, notes=notes, extra=extra)
+    summary.update({"result": str(path), "test": test.metrics, "valid": valid.metrics, "teacher": account,
+                    "complete": complete, "train_seconds": base.report["train_seconds"], **extra})
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
     return summary
+
+
+def _add_cold_items(model: Any, ds: PreparedDataset, cold: np.ndarray, bundle_path: Path) -> None:
+    """Embed held-out items from metadata with the bundle's item graph, as ``PUT /items`` does."""
+    from index import bundle as B
+    from index.onnx_encoder import OnnxTextEncoder
+    from index.verbalize import item_document
+
+    manifest = B.load_manifest(bundle_path)
+    encoder = OnnxTextEncoder(bundle_path / B.ITEM_ONNX, bundle_path / B.TOKENIZER, manifest.max_seq_length)
+    rows = np.flatnonzero(cold)
+    vectors = np.concatenate([encoder.encode([item_document(None, ds.catalog.at(int(r))) for r in rows[i : i + 32]])
+                              for i in range(0, len(rows), 32)])
+    model.item_vectors = model.item_vectors.copy()
+    model.item_vectors[rows] = vectors
 
 
 def ablation_configs(base: R2ENDConfig, names: list[str] | None = None) -> list[R2ENDConfig]:

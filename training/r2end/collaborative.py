@@ -1,0 +1,198 @@
+"""R2END+CF: the paper's text path plus learned collaborative terms, kept beside it.
+
+Two designs, both keeping LLM-free serving and cold-start:
+
+* ``item-residual``: z_i = norm(norm(f(e_i)) + r_i), with a learned per-item residual r_i
+  (zero-initialised, L2-penalised, randomly dropped per batch so the text path must stay
+  good on its own); users are the paper's z_u = norm(f(e_u)). Serving is unchanged: the
+  residual is baked into the bundle's item vectors.
+* ``history-tower``: items as above, and users z_u = norm(norm(f(e_u)) + mean_j q_j)
+  over learned input embeddings q_j of the last ``history_items`` items of the history
+  (also zero-initialised, dropped at random). The service adds the mean of the bundle's
+  ``history_item_embeddings.npy`` rows to the ONNX text vector.
+
+New items have r = q = 0: they fall back to the text path exactly. Training uses full
+softmax cross-entropy over all trainable items on several prefixes per user (not only
+the last one, which is all the paper's teacher data covers), starting from the paper
+variant's trained projection f, with early stopping on validation NDCG@10.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch import nn
+from torch.nn import functional as F
+
+from index.verbalize import history_text
+from training.data.preprocess import PreparedDataset
+from training.evaluation.evaluator import evaluate
+from training.r2end.pipeline import TrainedR2END
+from training.r2end.projection import Projection
+
+
+class CFConfig(BaseModel):
+    """Hyper-parameters of the collaborative head."""
+
+    design: Literal["item-residual", "history-tower"] = "history-tower"
+    prefixes_per_user: int = 10
+    history_items: int = 50
+    epochs: int = 40
+    patience: int = 5
+    batch_size: int = 256
+    lr: float = 1e-3
+    temperature: float = 0.07
+    residual_l2: float = 1e-4
+    residual_dropout: float = 0.3
+    seed: int = 22
+
+
+class CFHead(nn.Module):
+    """The shared projection f plus item residuals and (optionally) history-item embeddings."""
+
+    def __init__(self, projection: Projection, n_items: int, design: str):
+        super().__init__()
+        self.projection = copy.deepcopy(projection)
+        dim = projection.linear.out_features
+        self.residual = nn.Parameter(torch.zeros(n_items, dim))
+        self.history = nn.Parameter(torch.zeros(n_items, dim)) if design == "history-tower" else None
+
+    def text(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projection(embeddings), dim=-1)
+
+    def items(self, item_embeddings: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        residual = self.residual if keep is None else self.residual * keep[:, None]
+        return F.normalize(self.text(item_embeddings) + residual, dim=-1)
+
+    def users(self, user_embeddings: torch.Tensor, history_rows: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        text = self.text(user_embeddings)
+        if self.history is None:
+            return text
+        summed = (self.history[history_rows] * history_mask[..., None]).sum(1)
+        mean = summed / history_mask.sum(1, keepdim=True).clamp(min=1.0)
+        return F.normalize(text + mean, dim=-1)
+
+
+@dataclass
+class CFModel:
+    """A trained head with the arrays a bundle needs, and a scorer for the evaluator."""
+
+    base: TrainedR2END
+    head: CFHead
+    config: CFConfig
+    trainable: np.ndarray
+    item_vectors: np.ndarray
+    history_table: np.ndarray | None
+    log: list[dict]
+    name: str = "r2end-cf"
+
+    def score(self, ds: PreparedDataset, users: Sequence[int], histories: Sequence[list[tuple[int, int]]]) -> np.ndarray:
+        """Cosine of the CF user vector with every item vector."""
+        return user_vectors(self.head, self.base, ds, histories, self.config.history_items) @ self.item_vectors.T
+
+
+def _history_batch(histories: Sequence[list[tuple[int, int]]], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = torch.zeros((len(histories), length), dtype=torch.long)
+    mask = torch.zeros((len(histories), length), dtype=torch.float32)
+    for i, history in enumerate(histories):
+        recent = [row for row, _ in history][-length:]
+        if recent:
+            rows[i, : len(recent)] = torch.tensor(recent)
+            mask[i, : len(recent)] = 1.0
+    return rows, mask
+
+
+@torch.no_grad()
+def user_vectors(head: CFHead, base: TrainedR2END, ds: PreparedDataset, histories: Sequence[list[tuple[int, int]]], length: int) -> np.ndarray:
+    """z_u for histories (text through the base model's student, ids through the head)."""
+    head.eval()
+    embeddings = torch.from_numpy(base.user_embeddings(base.history_texts(ds, histories)))
+    rows, mask = _history_batch(histories, length)
+    return head.users(embeddings, rows, mask).numpy()
+
+
+def training_examples(ds: PreparedDataset, per_user: int) -> list[tuple[int, list[tuple[int, int]], int]]:
+    """``(user, history, target)`` for the last ``per_user`` positions of each training part."""
+    examples = []
+    for u in range(ds.n_users):
+        train = ds.train_sequence(u)
+        for position in range(max(1, len(train) - per_user), len(train)):
+            examples.append((u, train[:position], train[position][0]))
+    return examples
+
+
+def train_cf(
+    base: TrainedR2END,
+    ds: PreparedDataset,
+    config: CFConfig,
+    trainable: np.ndarray | None = None,
+    log: Callable[[str], None] = print,
+) -> CFModel:
+    """Train the head on top of a trained paper model (its student and projection stay fixed / start f)."""
+    if base.projection is None:
+        raise ValueError("R2END+CF starts from a model with a projection layer")
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    trainable = np.ones(ds.n_items, dtype=bool) if trainable is None else trainable
+    examples = training_examples(ds, config.prefixes_per_user)
+    texts = [history_text(ds.history_events(h), ds.catalog.__getitem__) for _, h, _ in examples]
+    log(f"  R2END+CF: {len(examples)} training examples; encoding their history texts")
+    user_emb = torch.from_numpy(base.user_embeddings(texts))
+    hist_rows, hist_mask = _history_batch([h for _, h, _ in examples], config.history_items)
+    targets = torch.tensor([t for _, _, t in examples])
+    item_emb = torch.from_numpy(base.item_embeddings)
+    frozen = torch.from_numpy(~trainable)
+    head = CFHead(base.projection, ds.n_items, config.design)
+    optimiser = torch.optim.Adam(head.parameters(), lr=config.lr)
+    best, best_state, since, history_log = -1.0, None, 0, []
+    model = CFModel(base, head, config, trainable, np.zeros(0), None, history_log, name=f"r2end-cf-{config.design}")
+    for epoch in range(1, config.epochs + 1):
+        head.train()
+        order = torch.randperm(len(examples), generator=generator)
+        total = 0.0
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start : start + config.batch_size]
+            keep_items = (torch.rand(ds.n_items, generator=generator) >= config.residual_dropout).float()
+            items = head.items(item_emb, keep_items * torch.from_numpy(trainable).float())
+            mask = hist_mask[idx] * (torch.rand(hist_mask[idx].shape, generator=generator) >= config.residual_dropout).float()
+            users = head.users(user_emb[idx], hist_rows[idx], mask)
+            logits = users @ items.T / config.temperature
+            logits = logits.masked_fill(frozen[None, :], float("-inf"))
+            loss = F.cross_entropy(logits, targets[idx])
+            penalty = head.residual.pow(2).sum(1).mean() + (head.history.pow(2).sum(1).mean() if head.history is not None else 0.0)
+            (loss + config.residual_l2 * penalty).backward()
+            optimiser.step()
+            optimiser.zero_grad(set_to_none=True)
+            with torch.no_grad():  # held-out items keep r = q = 0: they must look like new items
+                head.residual[frozen] = 0.0
+                if head.history is not None:
+                    head.history[frozen] = 0.0
+            total += float(loss.detach()) * len(idx)
+        _refresh(model, item_emb)
+        valid = evaluate(model, ds, "valid", keep_per_user=False).metrics["NDCG@10"]
+        entry = {"epoch": epoch, "loss": round(total / len(examples), 5), "valid_NDCG@10": round(valid, 5)}
+        history_log.append(entry)
+        log(f"  R2END+CF {entry}")
+        if valid > best:
+            best, best_state, since = valid, copy.deepcopy(head.state_dict()), 0
+        else:
+            since += 1
+            if since >= config.patience:
+                break
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    _refresh(model, item_emb)
+    return model
+
+
+@torch.no_grad()
+def _refresh(model: CFModel, item_emb: torch.Tensor) -> None:
+    model.head.eval()
+    model.item_vectors = model.head.items(item_emb).numpy()
+    model.history_table = model.head.history.detach().numpy().copy() if model.head.history is not None else None
