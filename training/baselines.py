@@ -32,11 +32,34 @@ def grid_configs(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
-def run_pop(ds: PreparedDataset, mask_history: bool = True) -> Path:
-    """Popularity on validation and test."""
-    valid = evaluate(Popularity("valid"), ds, "valid", mask_history)
-    test = evaluate(Popularity("test"), ds, "test", mask_history)
-    return write_result(ds, "pop", test, config={}, valid=valid)
+def cold_setup(ds: PreparedDataset, cold_share: float, seed: int = 22) -> tuple[PreparedDataset, Any]:
+    """``(training data, cold mask or None)`` for the cold-start protocol (share 0 = off)."""
+    if cold_share <= 0:
+        return ds, None
+    from training.evaluation.coldstart import pick_cold_items, training_view
+
+    cold = pick_cold_items(ds, cold_share, seed)
+    return training_view(ds, cold), cold
+
+
+def cold_extra(ds: PreparedDataset, cold: Any, test: Any, share: float, view: PreparedDataset) -> dict[str, Any]:
+    """The cold/warm-target breakdown stored with a cold-start result."""
+    if cold is None:
+        return {}
+    from training.evaluation.coldstart import split_by_target, subset
+
+    cold_users, warm_users = split_by_target(ds, cold)
+    return {"cold_start": {"share": share, "cold_items": int(cold.sum()), "training_view_users": view.n_users,
+                           "cold_target": subset(test, cold_users), "warm_target": subset(test, warm_users)}}
+
+
+def run_pop(ds: PreparedDataset, mask_history: bool = True, cold_share: float = 0.0) -> Path:
+    """Popularity on validation and test (counted on the training view under the cold-start protocol)."""
+    view, cold = cold_setup(ds, cold_share)
+    valid = evaluate(Popularity("valid", view), view, "valid", mask_history)
+    test = evaluate(Popularity("test", view), ds, "test", mask_history)
+    name = "pop" if cold is None else "pop-cold"
+    return write_result(ds, name, test, config={"cold_start_share": cold_share}, valid=valid, extra=cold_extra(ds, cold, test, cold_share, view))
 
 
 def run_meanpool(ds: PreparedDataset, encoder: str, max_items: int = 8, mask_history: bool = True) -> Path:
@@ -55,9 +78,16 @@ def run_sasrec(
     mask_history: bool = True,
     on_epoch: Callable[[str, dict], None] | None = None,
     curve_path: Path | None = None,
+    cold_share: float = 0.0,
 ) -> Path:
-    """Tune SASRec-CE on a grid by validation NDCG@10, then evaluate the best on test."""
+    """Tune SASRec-CE on a grid by validation NDCG@10, then evaluate the best on test.
+
+    Under the cold-start protocol (``cold_share`` > 0) it trains and validates on the
+    training view and is tested on the full split, like every other model.
+    """
     from training.models.sasrec import SASRec, SASRecConfig
+
+    full, (ds, cold) = ds, cold_setup(ds, cold_share)
 
     trials = []
     best_model, best_valid = None, None
@@ -77,19 +107,20 @@ def run_sasrec(
         if best_valid is None or valid.metrics["NDCG@10"] > best_valid.metrics["NDCG@10"]:
             best_model, best_valid = model, valid
     assert best_model is not None and best_valid is not None
-    test = evaluate(best_model, ds, "test", mask_history)
+    test = evaluate(best_model, full, "test", mask_history)
     best_trial = next(t for t in trials if t["config"] == best_model.config.model_dump())
     notes = (
         f"grid '{grid_name}' ({len(trials)} configurations) selected by validation NDCG@10; "
         f"best stopped at epoch {best_trial['best_epoch']} of {best_trial['epochs_run']} "
         f"(patience {best_model.config.patience})"
     )
+    name = "sasrec-ce" if cold is None else "sasrec-ce-cold"
     if curve_path is not None:
-        plot_curves(trials, curve_path, f"SASRec-CE on {ds.name}: validation NDCG@10 per epoch")
+        plot_curves(trials, curve_path.with_name(f"{name}-curves.png"), f"{name} on {ds.name}: validation NDCG@10 per epoch")
     return write_result(
-        ds, "sasrec-ce", test, config={"best": best_model.config.model_dump(), "grid": SASREC_GRIDS[grid_name],
-                                       "trials": [{k: v for k, v in t.items() if k != "log"} for t in trials]},
-        valid=best_valid, training_log=best_trial["log"], notes=notes,
+        full, name, test, config={"best": best_model.config.model_dump(), "grid": SASREC_GRIDS[grid_name], "cold_start_share": cold_share,
+                                  "trials": [{k: v for k, v in t.items() if k != "log"} for t in trials]},
+        valid=best_valid, training_log=best_trial["log"], notes=notes, extra=cold_extra(full, cold, test, cold_share, ds),
     )
 
 

@@ -108,6 +108,8 @@ def baseline(
     encoder: Annotated[str, typer.Option(help="encoder for meanpool")] = "all-MiniLM-L6-v2",
     max_items: Annotated[int, typer.Option(help="history items pooled by meanpool")] = 8,
     no_mask: Annotated[bool, typer.Option("--no-mask", help="do not mask history items when ranking")] = False,
+    cold_start: Annotated[float, typer.Option(help="cold-start protocol: share of items held out of training (0 = off)")] = 0.0,
+    set_: Annotated[list[str], typer.Option("--set", help="SASRec config field: key=value (e.g. hidden=128)")] = [],  # noqa: B006
     fmt: FormatOpt = None,
     path: PathOpt = None,
 ) -> None:
@@ -117,17 +119,21 @@ def baseline(
 
     ds = _load(dataset, fmt, path)
     if name == "pop":
-        out = baselines.run_pop(ds, not no_mask)
+        out = baselines.run_pop(ds, not no_mask, cold_start)
     elif name == "meanpool":
         out = baselines.run_meanpool(ds, encoder, max_items, not no_mask)
     elif name == "sasrec-ce":
         overrides: dict = {"threads": threads}
+        for item in set_:
+            key, _, raw = item.partition("=")
+            overrides[key] = json.loads(raw)
         if max_epochs:
             overrides["max_epochs"] = max_epochs
         out = baselines.run_sasrec(
             ds, grid, overrides, not no_mask,
             on_epoch=lambda label, e: console.print(f"[dim]{label}[/dim] {e}"),
             curve_path=results_dir() / ds.name / "sasrec-ce-curves.png",
+            cold_share=cold_start,
         )
     else:
         console.print(f"[red]error:[/red] unknown baseline {name!r}; known: {', '.join(baselines.BASELINES)}")

@@ -62,20 +62,51 @@ def register(app: typer.Typer, load_dataset) -> None:
             raise typer.Exit(2) from exc
         console.print_json(json.dumps({k: v for k, v in summary.items()}))
 
+    @app.command("export")
+    def export(
+        dataset: Annotated[str, typer.Option(help="dataset name")] = "ml-100k",
+        variant: VariantOpt = "r2end",
+        bundle: Annotated[Optional[Path], typer.Option(help="bundle output folder (default $R2END_HOME/bundles/<dataset>/<variant>)")] = None,
+        index: Annotated[str, typer.Option(help="flat (exact) or hnsw (approximate; recall vs exact is measured and stored)")] = "flat",
+        int8: Annotated[bool, typer.Option(help="also write the int8 user graph")] = True,
+    ) -> None:
+        """Export the model `r2end train` left in $R2END_HOME/runs/<dataset>/<variant> as a bundle."""
+        from training.export import export_bundle
+        from training.r2end.artifacts import load_run
+        from training.r2end.run import bundle_dir, run_dir
+
+        folder = run_dir(dataset, variant)
+        if not (folder / "run.json").is_file():
+            console.print(f"[red]error:[/red] {folder}/run.json: missing; run `r2end train --dataset {dataset} --variant {variant}` first")
+            raise typer.Exit(2)
+        model, history, meta = load_run(folder)
+        ds = load_dataset(dataset, None, None)
+        if meta.get("split_hash") and meta["split_hash"] != ds.split_hash:
+            console.print(f"[red]error:[/red] {folder}: trained on a different split of {dataset}")
+            raise typer.Exit(2)
+        target = bundle or bundle_dir(dataset, variant)
+        manifest = export_bundle(model, ds, target, metrics=meta["report"].get("metrics", {}), int8=int8, index_kind=index,
+                                 history_table=history, history_items=meta.get("history_items", 50))
+        console.print_json(json.dumps({"bundle": str(target), **manifest.metrics}))
+
     @app.command("ablations")
     def ablations(
         dataset: Annotated[str, typer.Option(help="dataset name")] = "ml-100k",
-        only: Annotated[Optional[str], typer.Option(help="comma-separated subset of ablation names")] = None,
+        only: Annotated[Optional[str], typer.Option(help="comma-separated subset of variant names")] = None,
+        cold_start: Annotated[float, typer.Option(help="run under the cold-start protocol with this share of items held out")] = 0.0,
+        with_baselines: Annotated[bool, typer.Option(help="also run Pop and SASRec-CE (its tuned config) under the same protocol")] = False,
         allow_partial: bool = False,
         data_dir: Optional[Path] = None,
         set_: Annotated[list[str], typer.Option("--set", help="override a base config field: key=value")] = [],  # noqa: B006
     ) -> None:
-        """The paper's Table 2: every ablation as a config switch, one result file each."""
+        """The paper's Table 2 and the R2END+CF variants, each a config switch, one result file each."""
         from training.r2end.run import ablation_configs, train_and_report
 
-        base = _config(dataset, "r2end", None, set_)
+        base = _config(dataset, "r2end", None, set_ + [f"cold_start_share={cold_start}"])
         ds = load_dataset(dataset, None, None)
+        suffix = "-cold" if cold_start > 0 else ""
         for config in ablation_configs(base, only.split(",") if only else None):
+            config = config.model_copy(update={"variant": config.variant + suffix})
             console.rule(config.variant)
             try:
                 summary = train_and_report(config, ds, data_dir, None, allow_partial, log=console.print)
@@ -83,6 +114,13 @@ def register(app: typer.Typer, load_dataset) -> None:
                 console.print(f"[yellow]skipped {config.variant}:[/yellow] {exc}", soft_wrap=True)
                 continue
             console.print(f"{config.variant}: test {json.dumps({k: round(v, 4) for k, v in summary['test'].items()})}")
+        if with_baselines:
+            from training import baselines
+            from training.evaluation.report import load_results
+
+            tuned = next((r["config"]["best"] for r in load_results(dataset) if r["model"] == "sasrec-ce"), {})
+            console.print(f"wrote {baselines.run_pop(ds, True, cold_start)}")
+            console.print(f"wrote {baselines.run_sasrec(ds, 'none', tuned, True, cold_share=cold_start)}")
 
     @app.command("evaluate")
     def evaluate_bundle(

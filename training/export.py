@@ -22,7 +22,7 @@ from torch import nn
 
 from index import bundle as B
 from index.catalog import Catalog
-from index.faiss_index import ItemIndex
+from index.faiss_index import ItemIndex, recall_at_k
 from index.onnx_encoder import OnnxTextEncoder
 from training.data.preprocess import PreparedDataset
 from training.provenance import git_commit
@@ -98,7 +98,12 @@ def export_bundle(model: TrainedR2END, ds: PreparedDataset, out_dir: Path, metri
     started = time.perf_counter()
     Catalog(ds.catalog).save_jsonl(tmp / B.CATALOG)
     np.save(tmp / B.ITEM_VECTORS, model.item_vectors.astype(np.float32))
-    ItemIndex.build(model.item_vectors, index_kind).save(tmp / B.ITEM_INDEX)
+    index = ItemIndex.build(model.item_vectors, index_kind)
+    index.save(tmp / B.ITEM_INDEX)
+    index_metrics: dict[str, float] = {}
+    if index_kind != "flat":  # how much the approximate index loses against exact search
+        queries = model.item_vectors[np.random.default_rng(0).choice(len(model.item_vectors), min(500, len(model.item_vectors)), replace=False)]
+        index_metrics["index_recall@10_vs_exact"] = recall_at_k(index, ItemIndex.build(model.item_vectors, "flat"), queries, 10)
     export_graph(model.student, model.projection, tmp / B.USER_ONNX)
     export_graph(model.encoder, model.projection, tmp / B.ITEM_ONNX)
     model.student.tokenizer.backend_tokenizer.save(str(tmp / B.TOKENIZER))
@@ -124,7 +129,7 @@ def export_bundle(model: TrainedR2END, ds: PreparedDataset, out_dir: Path, metri
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "n_items": len(ds.catalog),
-        "metrics": {**(metrics or {}), "onnx_parity": parity, "export_seconds": round(time.perf_counter() - started, 1)},
+        "metrics": {**(metrics or {}), **index_metrics, "onnx_parity": parity, "export_seconds": round(time.perf_counter() - started, 1)},
         "config": cfg.model_dump(),
         "history_tower": history,
     })

@@ -24,6 +24,11 @@ def bundle_dir(dataset: str, variant: str) -> Path:
     return home() / "bundles" / dataset / variant
 
 
+def run_dir(dataset: str, variant: str) -> Path:
+    """Where ``r2end train`` leaves the trained model for ``r2end export``."""
+    return home() / "runs" / dataset / variant
+
+
 def teacher_complete(model: TrainedR2END) -> tuple[bool, str]:
     """Whether every teacher output this configuration uses exists, and a one-line account."""
     stages = model.report["stages"]
@@ -77,6 +82,10 @@ def train_and_report(
         exportable = replace(base, projection=model.head.projection, item_vectors=model.item_vectors)
         history_table, history_items = model.history_table, cf_config.history_items
     summary: dict[str, Any] = {}
+    if cold is None:
+        from training.r2end.artifacts import save_run
+
+        summary["run"] = str(save_run(exportable, run_dir(ds.name, config.variant), history_table, history_items, ds.name, ds.split_hash))
     bundle_path = export_to
     scratch = None
     if cold is not None and bundle_path is None:
