@@ -50,7 +50,8 @@ def cold_extra(ds: PreparedDataset, cold: Any, test: Any, share: float, view: Pr
 
     cold_users, warm_users = split_by_target(ds, cold)
     return {"cold_start": {"share": share, "cold_items": int(cold.sum()), "training_view_users": view.n_users,
-                           "cold_target": subset(test, cold_users), "warm_target": subset(test, warm_users)}}
+                           "cold_target": subset(test, cold_users), "warm_target": subset(test, warm_users),
+                           "cold_target_users": cold_users}}
 
 
 def run_pop(ds: PreparedDataset, mask_history: bool = True, cold_share: float = 0.0) -> Path:

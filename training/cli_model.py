@@ -173,6 +173,13 @@ def register(app: typer.Typer, load_dataset) -> None:
         console.print(f"cosine {result['before']['cosine_mean']:.4f} -> {result['after']['cosine_mean']:.4f}; "
                       f"L2 {result['before']['l2_mean']:.4f} -> {result['after']['l2_mean']:.4f}; wrote {out} and {png}")
 
+    @app.command("report")
+    def report() -> None:
+        """Regenerate the tables of docs/RESULTS.md from docs/results/*/*.json."""
+        from training.evaluation.summary import write_results_md
+
+        console.print(f"wrote {write_results_md()}")
+
     @app.command("serve")
     def serve(
         bundle: Annotated[Optional[Path], typer.Option(help="bundle folder (or R2END_BUNDLE_PATH)")] = None,

@@ -109,6 +109,7 @@ def train_and_report(
         cold_users, warm_users = split_by_target(ds, cold)
         extra["cold_start"]["cold_target"] = subset(test, cold_users)
         extra["cold_start"]["warm_target"] = subset(test, warm_users)
+        extra["cold_start"]["cold_target_users"] = cold_users
     if scratch is not None:
         scratch.cleanup()
         summary.pop("bundle", None)

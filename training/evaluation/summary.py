@@ -1,0 +1,141 @@
+"""docs/RESULTS.md tables, generated from the result files in docs/results/ (never typed by hand).
+
+Only the block between the markers is rewritten, so the analysis text around it stays.
+Rows without a result file are shown as pending with the reason, never filled in.
+Differences to SASRec-CE come with a paired bootstrap 95% interval over the same test users.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.evaluation.bootstrap import paired_bootstrap
+from training.evaluation.report import load_results
+from training.paths import REPO_ROOT
+
+BEGIN, END = "<!-- BEGIN GENERATED: r2end report -->", "<!-- END GENERATED -->"
+MAIN_ROWS: list[tuple[str, str]] = [
+    ("pop", "Pop"),
+    ("sasrec-ce", "SASRec-CE (tuned)"),
+    ("meanpool", "Mean-pooled history (ablation 4)"),
+    ("r2end", "**R2END** (paper defaults)"),
+    ("abl1-unguided", "(1) w/o oracle guide (all)"),
+    ("abl2-unguided-rs", "(2) w/o oracle guide (rejection sampling)"),
+    ("abl3-item-target", "(3) w/o LLM reasoning (target = true item)"),
+    ("abl5-no-projection", "(5) w/o projection"),
+    ("abl6-no-reg", "(6) w/o L_reg"),
+    ("r2end-cf-residual", "R2END+CF, item residual"),
+    ("r2end-cf-history", "R2END+CF, history tower"),
+    ("r2end-onnx-fp32", "R2END bundle through ONNX Runtime, fp32"),
+    ("r2end-onnx-int8", "R2END bundle through ONNX Runtime, int8"),
+]
+COLD_ROWS = [("r2end-cold", "R2END (paper)"), ("r2end-cf-history-cold", "R2END+CF, history tower"),
+             ("r2end-cf-residual-cold", "R2END+CF, item residual"), ("sasrec-ce-cold", "SASRec-CE"), ("pop-cold", "Pop")]
+TEACHER_ROWS = {"r2end", "abl1-unguided", "abl2-unguided-rs", "abl5-no-projection", "abl6-no-reg", "r2end-cf-residual",
+                "r2end-cf-history", "r2end-onnx-fp32", "r2end-onnx-int8", "r2end-cold", "r2end-cf-history-cold", "r2end-cf-residual-cold"}
+
+
+def _per_user(record: dict[str, Any], metric: str, users: list[int] | None = None) -> np.ndarray:
+    per = record["per_user_test"]
+    values = np.asarray(per[metric])
+    if users is None:
+        return values
+    index = {u: i for i, u in enumerate(per["users"])}
+    return values[[index[u] for u in users]]
+
+
+def _vs(record: dict[str, Any], reference: dict[str, Any] | None, metric: str = "NDCG@10", users: list[int] | None = None) -> str:
+    if reference is None or record is reference or record["per_user_test"].get("users") != reference["per_user_test"].get("users"):
+        return "–"
+    test = paired_bootstrap(_per_user(record, metric, users), _per_user(reference, metric, users))
+    mark = "" if test["significant"] else " (within noise)"
+    return f"{test['ratio']:.2f}× [{test['ci_low']:+.4f}, {test['ci_high']:+.4f}]{mark}"
+
+
+def _pending_reason(dataset: str, name: str) -> str:
+    if name in TEACHER_ROWS and dataset != "ml-100k":
+        return "pending: no teacher data for this dataset yet"
+    if name in TEACHER_ROWS:
+        return "pending: teacher data not complete (see docs/TEACHER.md)"
+    return "pending: not run yet"
+
+
+def main_table(dataset: str, results_root: Path | None = None) -> list[str]:
+    """Accuracy table of one dataset."""
+    records = {r["model"]: r for r in load_results(dataset, results_root)}
+    reference = records.get("sasrec-ce")
+    lines = [f"### {dataset}", "",
+             "| model | HR@5 | NDCG@5 | HR@10 | NDCG@10 | tail HR@10 | cov@10 | NDCG@10 vs SASRec-CE, 95% CI of diff | made by |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    for name, label in MAIN_ROWS + [(n, n) for n in sorted(records) if n not in dict(MAIN_ROWS) and not n.endswith("-cold")]:
+        r = records.get(name)
+        if r is None:
+            lines.append(f"| {label} | {_pending_reason(dataset, name)} |||||||| |")
+            continue
+        t = r["test"]
+        note = " ¹" if r["config"].get("item_text") == "metadata" else ""
+        lines.append(
+            f"| {label}{note} | {t['HR@5']:.4f} | {t['NDCG@5']:.4f} | {t['HR@10']:.4f} | {t['NDCG@10']:.4f} | {t['tail_HR@10']:.4f} "
+            f"| {t['coverage@10']:.3f} | {_vs(r, reference)} | `{r['command']}` @ {_commit(r)} |"
+        )
+    lines += ["", "¹ items embedded from metadata only (no teacher descriptions for this dataset).", ""]
+    return lines
+
+
+def cold_table(dataset: str, results_root: Path | None = None) -> list[str]:
+    """All / warm-target / cold-target users under the cold-start protocol."""
+    records = {r["model"]: r for r in load_results(dataset, results_root)}
+    reference = records.get("sasrec-ce-cold")
+    lines = [f"### {dataset}, cold-start protocol (10% of items held out of every training stage)", "",
+             "| model | all HR@10 | all NDCG@10 | warm-target HR@10 | cold-target HR@10 | cold-target NDCG@10 | cold-target HR@10 vs SASRec-CE, 95% CI | made by |",
+             "|---|---:|---:|---:|---:|---:|---|---|"]
+    for name, label in COLD_ROWS:
+        r = records.get(name)
+        if r is None:
+            lines.append(f"| {label} | {_pending_reason(dataset, name)} ||||||| |")
+            continue
+        cs, t = r["cold_start"], r["test"]
+        cold_users = [u for u in r["per_user_test"]["users"] if u in set(_cold_users(r))]
+        lines.append(
+            f"| {label} | {t['HR@10']:.4f} | {t['NDCG@10']:.4f} | {cs['warm_target']['HR@10']:.4f} | {cs['cold_target']['HR@10']:.4f} "
+            f"| {cs['cold_target']['NDCG@10']:.4f} | {_vs(r, reference, 'HR@10', cold_users) if cold_users else '–'} "
+            f"| `{r['command']}` @ {_commit(r)} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _commit(record: dict[str, Any]) -> str:
+    commit = record["git_commit"]
+    return commit[:8] + (" (uncommitted changes)" if commit.endswith("+dirty") else "")
+
+
+def _cold_users(record: dict[str, Any]) -> list[int]:
+    return record["cold_start"].get("cold_target_users", [])
+
+
+def render(datasets: tuple[str, ...] = ("ml-100k", "ml-1m"), results_root: Path | None = None) -> str:
+    """The generated block."""
+    lines = [BEGIN, ""]
+    for dataset in datasets:
+        lines += main_table(dataset, results_root)
+    for dataset in datasets:
+        lines += cold_table(dataset, results_root)
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_results_md(path: Path | None = None, results_root: Path | None = None) -> Path:
+    """Replace the generated block of docs/RESULTS.md (create the file if needed)."""
+    path = path or REPO_ROOT / "docs" / "RESULTS.md"
+    block = render(results_root=results_root)
+    text = path.read_text() if path.exists() else f"# Results\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text:
+        text = text.rstrip() + "\n\n" + BEGIN + "\n" + END + "\n"
+    text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _m: block, text, flags=re.S)
+    path.write_text(text)
+    return path
