@@ -1,0 +1,149 @@
+"""Processes the load benchmark starts: the R2END service, llama.cpp, the generative app, Prometheus, Locust.
+
+Each runs in its own subprocess with its log in the work directory and is always stopped by
+:meth:`Managed.stop` (SIGTERM, then SIGKILL) - use them as context managers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Self
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env(**extra: object) -> dict[str, str]:
+    """This environment without service (``R2END_<setting>``), load-test (``R2END_LT_*``) and Locust settings,
+    the repo on PYTHONPATH, plus ``extra``: every child is configured by the benchmark alone."""
+    from service.settings import ServiceSettings
+
+    service_vars = {f"R2END_{name.upper()}" for name in ServiceSettings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k not in service_vars and not k.startswith(("R2END_LT_", "LOCUST_"))}
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class Managed:
+    """A subprocess with a log file and an HTTP readiness URL."""
+
+    def __init__(self, name: str, command: list[str], workdir: Path, env: dict[str, str], ready_url: str | None,
+                 timeout_s: float = 300.0):
+        self.name, self.command, self.env, self.ready_url, self.timeout_s = name, command, env, ready_url, timeout_s
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / f"{name}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Self:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        if self.ready_url:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        with httpx.Client(timeout=5.0) as client:
+            while time.monotonic() < deadline:
+                if self.process is None or self.process.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited ({self.process and self.process.returncode}); log:\n{self.log()[-3000:]}")
+                try:
+                    if client.get(self.ready_url).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"{self.name} not ready after {self.timeout_s:.0f} s; log:\n{self.log()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def service(bundle: Path, workdir: Path, int8: bool, threads: int | None = None, **settings: object) -> tuple[Managed, str]:
+    """``python -m service.main`` on a free loopback port (item log in ``workdir``) and its URL."""
+    port = free_port()
+    env = child_env(R2END_BUNDLE_PATH=bundle, R2END_HOST="127.0.0.1", R2END_PORT=port, R2END_USE_INT8=str(int8).lower(),
+                    R2END_ITEM_LOG_PATH=workdir / "items.jsonl", R2END_LOG_LEVEL="warning",
+                    **({"R2END_ONNX_THREADS": threads} if threads else {}),
+                    **{f"R2END_{k.upper()}": v for k, v in settings.items()})
+    url = f"http://127.0.0.1:{port}"
+    name = "service-int8" if int8 else "service-fp32"
+    return Managed(name, [sys.executable, "-m", "service.main"], workdir, env, url + "/readyz"), url
+
+
+def llama_server(model: str, workdir: Path, parallel: int, threads: int) -> tuple[Managed, str]:
+    """``python -m training.teacher.server`` (llama.cpp, OpenAI-compatible) and its base URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "training.teacher.server", "--model", model, "--port", str(port),
+               "--parallel", str(parallel), "--threads", str(threads)]
+    url = f"http://127.0.0.1:{port}"
+    return Managed(f"llama-{model}", command, workdir, child_env(), url + "/health", timeout_s=900.0), url
+
+
+def generative_app(bundle: Path, llm_url: str, model: str, workdir: Path, max_tokens: int) -> tuple[Managed, str]:
+    """``python -m loadtest.generative_app`` in front of ``llm_url`` and its URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "loadtest.generative_app", "--bundle", str(bundle), "--llm-url", llm_url,
+               "--model", model, "--port", str(port), "--max-tokens", str(max_tokens)]
+    url = f"http://127.0.0.1:{port}"
+    return Managed(f"generative-{model}", command, workdir, child_env(), url + "/readyz"), url
+
+
+def locust_command(host: str, users: int, seconds: float, csv_prefix: Path, histories: Path, mix: str, max_history: int = 200,
+                   stop_timeout: float = 0.0) -> list[str]:
+    """A headless closed-loop Locust run: ``users`` users spawned within a second, for ``seconds``.
+
+    ``stop_timeout``: seconds users may finish their request in flight at the end (slow systems: else it is lost).
+    """
+    return [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users), "-r", str(users),
+        "-t", f"{max(1, round(seconds))}s", "--host", host, "--csv", str(csv_prefix), "--csv-full-history",
+        "--only-summary", "--exit-code-on-error", "0", "--stop-timeout", f"{stop_timeout:g}",
+        "--histories", str(histories), "--mix", mix, "--max-history", str(max_history), "--loglevel", "WARNING",
+    ]
+
+
+def run_locust(host: str, users: int, seconds: float, csv_prefix: Path, histories: Path, mix: str, max_history: int = 200,
+               stop_timeout: float = 0.0) -> None:
+    """Run Locust to completion (its output in ``<csv_prefix>.log``); raise if it did not produce its CSV files."""
+    command = locust_command(host, users, seconds, csv_prefix, histories, mix, max_history, stop_timeout)
+    log_path = Path(f"{csv_prefix}.log")
+    with open(log_path, "wb") as log:
+        done = subprocess.run(command, check=False, cwd=REPO, env=child_env(), stdout=log, stderr=subprocess.STDOUT, timeout=seconds + stop_timeout + 600)
+    if done.returncode != 0 or not Path(f"{csv_prefix}_stats.csv").is_file():
+        raise RuntimeError(f"locust failed ({done.returncode}); log:\n{log_path.read_text(errors='replace')[-3000:]}")
+
+
+def prometheus_binary() -> str | None:
+    return shutil.which("prometheus")

@@ -1,0 +1,274 @@
+"""Load-test tooling: a real Locust run against the real service, the baseline's title matching, CSV reduction.
+
+The smoke test starts the service on the tiny bundle (``tiny_bundle`` fixture) and runs
+``locust --headless`` for a few seconds with the default traffic mix; it must see requests of
+every kind and no failure. The other tests are fast and need neither servers nor an LLM.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from service_util import FIXTURE, REPO, metric_sum, parse_metrics
+
+from index.catalog import Catalog, ItemMeta
+from loadtest import procs, traffic
+from loadtest.generative_app import GenerativeSettings, TitleMatcher, clean_answer, create_app, normalise_title
+from loadtest.report import BEGIN, END, markdown, write_section
+from loadtest.results import LevelResult, level_result, ratio, saturation
+
+SMOKE_SECONDS = 5
+
+
+@pytest.fixture(scope="module")
+def fixture_histories(tmp_path_factory) -> Path:
+    """Test-user histories of the dataset the tiny bundle was trained on (same preparation: k=2)."""
+    from loadtest.make_histories import collect
+    from training.data.preprocess import prepare
+    from training.data.recbole import load_recbole
+
+    path = tmp_path_factory.mktemp("loadtest") / "histories.json"
+    collect(prepare(load_recbole(FIXTURE, "movies"), k=2)).save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_locust_headless_against_the_real_service(make_service, fixture_histories, tmp_path):
+    server = make_service(max_history=5)  # histories longer than 5 must be capped by the locustfile
+    prefix = tmp_path / "smoke"
+    command = procs.locust_command(server.url, 4, SMOKE_SECONDS, prefix, fixture_histories, "recommend=10,batch=4,put=3,get=3",
+                                   max_history=5)
+    done = subprocess.run(command, check=False, cwd=REPO, env=procs.child_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with open(f"{prefix}_stats.csv", newline="") as handle:
+        rows = {row["Name"]: row for row in csv.DictReader(handle)}
+    failures = Path(f"{prefix}_failures.csv").read_text()
+    assert int(rows["Aggregated"]["Failure Count"]) == 0, failures
+    assert int(rows["Aggregated"]["Request Count"]) >= 20, rows["Aggregated"]
+    for name in ("/recommend", "/recommend/batch", "/items/{id} PUT"):
+        assert name in rows and int(rows[name]["Request Count"]) > 0, (name, sorted(rows))
+    level = level_result("R2END", 4, prefix)
+    assert level.rps > 0 and level.failures == 0 and level.p99_ms is not None
+    with server.client() as client:  # the service saw what Locust reports
+        metrics = parse_metrics(client.get("/metrics").text)
+    assert metric_sum(metrics, "r2end_live_item_changes_total", op="put") >= int(rows["/items/{id} PUT"]["Request Count"])
+    assert metric_sum(metrics, "http_requests_total", handler="/recommend", status="200") >= int(rows["/recommend"]["Request Count"])
+
+
+def test_request_bodies_follow_the_schema(fixture_histories):
+    from service.schemas import BatchRecommendRequest, ItemIn, RecommendRequest
+
+    data = traffic.TrafficData.load(fixture_histories)
+    long = max(data.histories, key=len)
+    body = traffic.recommend_body(long, k=7, max_history=3)
+    assert [e["item_id"] for e in body["history"]] == [item for item, _ts in long[-3:]]  # the most recent three
+    RecommendRequest.model_validate(body)
+    import random
+
+    rng = random.Random(0)
+    batch = traffic.batch_body(rng, data)
+    assert 2 <= len(batch["requests"]) <= 16
+    BatchRecommendRequest.model_validate(batch)
+    item_id, item = traffic.new_item(rng, data)
+    assert item_id.startswith("lt-") and item_id != traffic.new_item(rng, data)[0]
+    ItemIn.model_validate(item)
+    assert traffic.parse_mix("recommend=1") == {"recommend": 1, "batch": 0, "put": 0, "get": 0}
+    with pytest.raises(ValueError):
+        traffic.parse_mix("recomend=1")
+
+
+SHAPES_CHECK = """
+from loadtest.shapes import shape_from_env
+
+assert shape_from_env({}) is None and shape_from_env({"R2END_LT_SHAPE": "none"}) is None
+step = shape_from_env({"R2END_LT_SHAPE": "step", "R2END_LT_STEP_USERS": "3", "R2END_LT_STEP_SECONDS": "10", "R2END_LT_MAX_USERS": "9"})()
+ticks = []
+for t in (0, 9.9, 10, 25, 29.9, 30):
+    step.get_run_time = lambda t=t: t
+    ticks.append(step.tick())
+assert ticks == [(3, 3.0), (3, 3.0), (6, 3.0), (9, 3.0), (9, 3.0), None], ticks  # 3 more users every 10 s, stop after 9
+soak = shape_from_env({"R2END_LT_SHAPE": "soak", "R2END_LT_SOAK_USERS": "20", "R2END_LT_SOAK_SECONDS": "60", "R2END_LT_RAMP_SECONDS": "5"})()
+soak.get_run_time = lambda: 30
+assert soak.tick() == (20, 4.0), soak.tick()
+soak.get_run_time = lambda: 66
+assert soak.tick() is None
+try:
+    shape_from_env({"R2END_LT_SHAPE": "spike"})
+except ValueError:
+    pass
+else:
+    raise AssertionError("unknown shape accepted")
+"""
+
+
+def test_load_shapes_from_the_environment():
+    # in a subprocess: importing locust monkey-patches the interpreter (gevent), which must not leak into other tests
+    done = subprocess.run([sys.executable, "-c", SHAPES_CHECK], check=False, cwd=REPO, env=procs.child_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+# ---- the generative baseline --------------------------------------------------------------------
+
+CATALOG = Catalog([
+    ItemMeta("1", "Usual Suspects, The", ("Crime",), year=1995),
+    ItemMeta("2", "Seven (Se7en)", ("Thriller",), year=1995),
+    ItemMeta("3", "Star Wars", ("Sci-Fi",), year=1977),
+    ItemMeta("4", "Star Trek IV: The Voyage Home", ("Sci-Fi",), year=1986),
+    ItemMeta("5", "Jurassic Park", ("Action",), year=1993),
+    ItemMeta("6", "Heat", ("Action",), year=1995),
+    ItemMeta("7", "Heat", ("Drama",), year=1972),
+])
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    ("The Usual Suspects (1995)", "1"),
+    ('1. "Se7en"\nBecause the user likes thrillers.', "2"),
+    ("Star Wars: Episode IV - A New Hope", "3"),
+    ("Title: Jurassic Prk", "5"),
+    ("Heat (1972)", "7"),
+    ("Heat (1995)", "6"),
+])
+def test_title_matching(answer, expected):
+    ranked = TitleMatcher(CATALOG).rank(answer, k=3)
+    assert ranked[0][0].item_id == expected, [(m.item_id, s) for m, s in ranked]
+    scores = [s for _m, s in ranked]
+    assert scores == sorted(scores, reverse=True) and len(ranked) == 3
+
+
+def test_title_matching_details():
+    assert normalise_title("City of Lost Children, The (Cité des enfants perdus, La)") == "city of lost children"
+    assert normalise_title("Godfather, The (1972)") == normalise_title("The Godfather") == "godfather"
+    assert clean_answer("\n\n**Heat**\n") == "Heat"
+    assert clean_answer('The movie I am referring to is "The Matrix" by John Carter.') == "The Matrix"
+    assert clean_answer("2. Seven (1995)") == "Seven (1995)"
+    matcher = TitleMatcher(CATALOG)
+    assert matcher.rank("Usual Suspects", 1)[0][1] == 1.0  # normalised exact match
+    assert matcher.rank("Heat", 1)[0][1] == 1.0
+    ranked = matcher.rank("The Usual Suspects", 7, exclude=frozenset({"1"}))
+    assert "1" not in [m.item_id for m, _s in ranked] and len(ranked) == 6  # seen items are never returned
+    assert len(matcher.rank("", 3)) == 3
+
+
+def test_generative_app_end_to_end_with_a_fake_llm(tiny_bundle):
+    from fastapi.testclient import TestClient
+
+    from service.schemas import RecommendResponse
+
+    catalog = Catalog.load_jsonl(tiny_bundle / "catalog.jsonl")
+    target = catalog.at(5)
+    prompts: list[str] = []
+
+    def llm(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health":
+            return httpx.Response(200, json={"status": "ok"})
+        body = __import__("json").loads(request.content)
+        assert request.url.path == "/v1/chat/completions" and body["temperature"] == 0 and body["model"] == "fake-llm"
+        prompts.append(body["messages"][-1]["content"])
+        return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": f"{target.title} ({target.year})"}}]})
+
+    settings = GenerativeSettings(tiny_bundle, "http://llm.invalid/v1", "fake-llm")
+    with TestClient(create_app(settings, transport=httpx.MockTransport(llm))) as client:
+        assert client.get("/readyz").status_code == 200
+        history = [{"item_id": catalog.at(0).item_id, "timestamp": 881250949}, {"item_id": "no-such-item", "timestamp": 881250950}]
+        response = client.post("/recommend", json={"history": history, "k": 4})
+        assert response.status_code == 200, response.text
+        body = RecommendResponse.model_validate(response.json())
+        assert body.items[0].item_id == target.item_id and body.items[0].score == 1.0 and len(body.items) == 4
+        assert body.unknown_item_ids == ["no-such-item"] and body.bundle_version == body.variant == "fake-llm"
+        assert catalog.at(0).title in prompts[0] and "1997-12-04" in prompts[0] and "Answer with the title only." in prompts[0]
+        bad = client.post("/recommend", json={"history": [{"item_id": "no-such-item"}]})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["type"] == "unknown_items"
+
+
+def test_generative_app_reports_llm_failures(tiny_bundle):
+    from fastapi.testclient import TestClient
+
+    settings = GenerativeSettings(tiny_bundle, "http://llm.invalid", "fake-llm")
+    transport = httpx.MockTransport(lambda request: httpx.Response(500, text="model crashed"))
+    first = Catalog.load_jsonl(tiny_bundle / "catalog.jsonl").at(0).item_id
+    with TestClient(create_app(settings, transport=transport)) as client:
+        response = client.post("/recommend", json={"history": [{"item_id": first}]})
+        assert response.status_code == 502 and response.json()["detail"][0]["type"] == "llm_error"
+        assert client.get("/readyz").status_code == 503
+
+
+# ---- reducing Locust's CSV files -----------------------------------------------------------------
+
+STATS_HEADER = ("Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
+                "Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%")
+HISTORY_HEADER = ("Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%,"
+                  "Total Request Count,Total Failure Count,Total Median Response Time,Total Average Response Time,"
+                  "Total Min Response Time,Total Max Response Time,Total Average Content Size")
+
+
+def write_run(prefix: Path, users: int, per_second: int, seconds: int, failures_per_second: int = 0, p99: int = 20) -> None:
+    """Synthetic Locust CSVs: ramp-up second, ``seconds`` of steady load, an idle tail row."""
+    history = [HISTORY_HEADER]
+    t0, count, failed = 1_700_000_000, 0, 0
+    rows = [(t0, 0, 0, 0)] + [(t0 + 1, users, per_second // 3, 0)]
+    count, failed = per_second // 3, 0
+    for s in range(2, seconds + 2):
+        count += per_second
+        failed += failures_per_second
+        rows.append((t0 + s, users, count, failed))
+    rows.append((t0 + seconds + 2, 0, count, failed))  # users stopped: no new requests
+    for t, u, c, f in rows:
+        for name, method in (("/recommend", "POST"), ("Aggregated", "")):
+            history.append(f"{t},{u},{method},{name},0,0" + ",N/A" * 11 + f",{c},{f},0,0,0,0,0")
+    Path(f"{prefix}_stats_history.csv").write_text("\n".join(history) + "\n")
+    pct = f"10,12,13,14,16,18,19,{p99},{p99},{p99},{p99}"
+    stats = [STATS_HEADER, f"POST,/recommend,{count},{failed},10,11,1,50,100,{count / (seconds + 1)},0,{pct}",
+             f",Aggregated,{count},{failed},10,11,1,50,100,{count / (seconds + 1)},0,{pct}"]
+    Path(f"{prefix}_stats.csv").write_text("\n".join(stats) + "\n")
+
+
+def test_sustained_rate_skips_ramp_up_and_idle_tail(tmp_path):
+    write_run(tmp_path / "a", users=4, per_second=300, seconds=20)
+    level = level_result("R2END fp32", 4, tmp_path / "a")
+    assert level.rps == pytest.approx(300) and level.total_rps == pytest.approx(300)
+    assert level.p99_ms == 20 and level.requests > 0 and level.error_rate == 0
+    assert level.window is not None and level.window[1] == 1_700_000_000 + 21  # the first row with the final count
+
+
+def test_saturation_and_ratio(tmp_path):
+    levels = []
+    for users, rps, fails in ((1, 100, 0), (2, 180, 0), (4, 260, 0), (8, 300, 30)):  # 8 users: 10% errors
+        write_run(tmp_path / f"r{users}", users, rps, 10, fails)
+        levels.append(level_result("R2END fp32", users, tmp_path / f"r{users}"))
+    for users, rps in ((1, 1), (2, 2)):
+        write_run(tmp_path / f"g{users}", users, rps, 10, p99=2000)
+        levels.append(level_result("generative smollm2-135m", users, tmp_path / f"g{users}"))
+    r2end, ok = saturation([lv for lv in levels if lv.system.startswith("R2END")])
+    assert ok and r2end.users == 4 and r2end.rps == pytest.approx(260)  # the 8-user level broke the error budget
+    gen, ok = saturation([lv for lv in levels if lv.system.startswith("generative")])
+    assert ok and gen.users == 2 and gen.rps == pytest.approx(2)
+    assert ratio(r2end, gen) == pytest.approx(130)
+    assert saturation([LevelResult("x", 1, 10, 10, 0.0, 0.0, None, None, None)]) == (LevelResult("x", 1, 10, 10, 0.0, 0.0, None, None, None), False)
+    section = markdown(levels, {"command": "bench", "git_commit": "abc", "machine": "m", "created": "now"}, "load.png")
+    assert "**130x** (meets" in section and section.startswith(BEGIN) and section.rstrip().endswith(END)
+    doc = tmp_path / "BENCH.md"
+    doc.write_text("# Benchmarks\n\n## Other section\nkeep me\n")
+    write_section(doc, section)
+    write_section(doc, section.replace("abc", "def"))  # replaced, not appended twice
+    text = doc.read_text()
+    assert "keep me" in text and text.count(BEGIN) == 1 and "git def" in text and "git abc" not in text
+
+
+def test_bench_load_cli_and_plan():
+    from loadtest.bench import generative_plan, parse_args
+
+    done = subprocess.run([sys.executable, "scripts/bench_load.py", "--help"], check=False, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--levels" in done.stdout and "--models" in done.stdout
+    default = parse_args([])
+    assert default.levels == [1, 2, 4, 8, 16, 32] and default.variants == ["fp32", "int8"]
+    assert generative_plan("smollm2-135m", default) == ([1, 2, 4, 8], 30.0)
+    assert generative_plan("qwen2.5-coder-1.5b", default) == ([1, 2, 4], 60.0)
+    smoke = parse_args(["--duration", "5", "--levels", "1,2", "--models", "smollm2-135m", "--out", "/tmp/x/B.md"])
+    assert smoke.models == ["smollm2-135m"] and generative_plan("smollm2-135m", smoke) == ([1, 2], 5.0)
+    assert smoke.plot == Path("/tmp/x/benchmarks/load.png")
