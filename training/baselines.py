@@ -17,6 +17,7 @@ from training.evaluation.evaluator import evaluate
 from training.evaluation.report import write_result
 from training.models.meanpool import MeanPool
 from training.models.popularity import Popularity
+from training.paths import home
 
 BASELINES = ("pop", "sasrec-ce", "meanpool")
 SASREC_GRIDS: dict[str, dict[str, list[Any]]] = {
@@ -96,10 +97,12 @@ def run_sasrec(
         config = SASRecConfig(**{**(overrides or {}), **grid_point})
         model = SASRec(config)
         label = ",".join(f"{k}={v}" for k, v in grid_point.items()) or "default"
+        checkpoint = home() / "runs" / "sasrec" / ds.name / f"{label}{'-cold' if cold is not None else ''}-{ds.split_hash[:8]}.pt"
         model.fit(
             ds,
             validate=lambda m: evaluate(m, ds, "valid", mask_history, keep_per_user=False).metrics,
             progress=(lambda entry, label=label: on_epoch(label, entry)) if on_epoch else None,
+            checkpoint=checkpoint,
         )
         valid = evaluate(model, ds, "valid", mask_history, keep_per_user=False)
         best_epoch = max(model.log, key=lambda e: e["valid_NDCG@10"])

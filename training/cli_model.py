@@ -173,6 +173,13 @@ def register(app: typer.Typer, load_dataset) -> None:
         console.print(f"cosine {result['before']['cosine_mean']:.4f} -> {result['after']['cosine_mean']:.4f}; "
                       f"L2 {result['before']['l2_mean']:.4f} -> {result['after']['l2_mean']:.4f}; wrote {out} and {png}")
 
+    @app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def bench(ctx: typer.Context) -> None:
+        """Load benchmark: R2END fp32/int8 vs the generative LLM baseline under Locust (args: see --help of scripts/bench_load.py)."""
+        from loadtest.bench import main
+
+        main(list(ctx.args))
+
     @app.command("report")
     def report() -> None:
         """Regenerate the tables of docs/RESULTS.md from docs/results/*/*.json."""

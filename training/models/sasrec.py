@@ -12,6 +12,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -105,8 +106,14 @@ class SASRec:
         ds: PreparedDataset,
         validate: Callable[[SASRec], dict[str, float]],
         progress: Callable[[dict], None] | None = None,
+        checkpoint: Path | None = None,
     ) -> list[dict]:
-        """Train on each user's training part until validation NDCG@10 stops improving."""
+        """Train on each user's training part until validation NDCG@10 stops improving.
+
+        With ``checkpoint``, the full training state (weights, optimiser, RNG, best weights,
+        log) is saved after every epoch and a run with the same file resumes from it: long
+        CPU trainings survive interruptions. The file is tied to the config and the split.
+        """
         cfg = self.config
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -120,7 +127,20 @@ class SASRec:
         generator = torch.Generator().manual_seed(cfg.seed)
         best, best_state, since_best = -1.0, None, 0
         self.log = []
-        for epoch in range(1, cfg.max_epochs + 1):
+        identity = {"config": cfg.model_dump(exclude={"threads", "max_epochs", "patience"}), "split": ds.split_hash}
+        first_epoch = 1
+        if checkpoint is not None and checkpoint.is_file():
+            state = torch.load(checkpoint, weights_only=False)
+            if state["identity"] == identity:
+                self.net.load_state_dict(state["net"])
+                optimiser.load_state_dict(state["optimiser"])
+                generator.set_state(state["generator"])
+                torch.set_rng_state(state["torch_rng"])  # dropout masks continue as if never stopped
+                best, best_state, since_best, self.log = state["best"], state["best_state"], state["since_best"], state["log"]
+                first_epoch = len(self.log) + 1
+        for epoch in range(first_epoch, cfg.max_epochs + 1):
+            if since_best >= cfg.patience:
+                break
             started = time.perf_counter()
             self.net.train()
             order = torch.randperm(len(train), generator=generator)
@@ -147,8 +167,12 @@ class SASRec:
                 best, best_state, since_best = metrics["NDCG@10"], copy.deepcopy(self.net.state_dict()), 0
             else:
                 since_best += 1
-                if since_best >= cfg.patience:
-                    break
+            if checkpoint is not None:
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"identity": identity, "net": self.net.state_dict(), "optimiser": optimiser.state_dict(),
+                            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "best": best, "best_state": best_state,
+                            "since_best": since_best, "log": self.log}, checkpoint.with_suffix(".tmp"))
+                checkpoint.with_suffix(".tmp").replace(checkpoint)
         if best_state is not None:
             self.net.load_state_dict(best_state)
         return self.log
