@@ -28,6 +28,7 @@ MAIN_ROWS: list[tuple[str, str]] = [
     ("abl3-item-target", "(3) w/o LLM reasoning (target = true item)"),
     ("abl5-no-projection", "(5) w/o projection"),
     ("abl6-no-reg", "(6) w/o L_reg"),
+    ("r2end-long-projection", "R2END, projection trained 100 epochs (epoch chosen on validation)"),
     ("r2end-cf-residual", "R2END+CF, item residual"),
     ("r2end-cf-history", "R2END+CF, history tower"),
     ("r2end-onnx-fp32", "R2END bundle through ONNX Runtime, fp32"),
@@ -35,7 +36,7 @@ MAIN_ROWS: list[tuple[str, str]] = [
 ]
 COLD_ROWS = [("r2end-cold", "R2END (paper)"), ("r2end-cf-history-cold", "R2END+CF, history tower"),
              ("r2end-cf-residual-cold", "R2END+CF, item residual"), ("sasrec-ce-cold", "SASRec-CE"), ("pop-cold", "Pop")]
-TEACHER_ROWS = {"r2end", "abl1-unguided", "abl2-unguided-rs", "abl5-no-projection", "abl6-no-reg", "r2end-cf-residual",
+TEACHER_ROWS = {"r2end", "r2end-long-projection", "abl1-unguided", "abl2-unguided-rs", "abl5-no-projection", "abl6-no-reg", "r2end-cf-residual",
                 "r2end-cf-history", "r2end-onnx-fp32", "r2end-onnx-int8", "r2end-cold", "r2end-cf-history-cold", "r2end-cf-residual-cold"}
 
 

@@ -69,6 +69,7 @@ ABLATIONS: dict[str, dict] = {
     "abl3-item-target": {"rationale": "item"},
     "abl5-no-projection": {"projection": False},
     "abl6-no-reg": {"reg_lambda": 0.0},
+    "r2end-long-projection": {"projection_epochs": 100},
     "r2end-cf-residual": {"cf": {"design": "item-residual"}},
     "r2end-cf-history": {"cf": {"design": "history-tower"}},
 }
