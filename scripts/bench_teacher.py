@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from pathlib import Path
 import httpx
 
 from training.data.registry import load_dataset
+from training.provenance import cpu_model
 from training.teacher.backends.base import GenerationRequest, GenerationResult
 from training.teacher.backends.llamacpp import LlamaCppServer, LlamaCppSettings, LocalLlamaCppBackend
 from training.teacher.cache import TeacherCache
@@ -151,16 +151,6 @@ async def raw_phase(model: str, settings: LlamaCppSettings, calls: list) -> Phas
     return phase
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def report(raw: Phase, pipe: Phase, info: dict, args, command: str) -> str:
     def ratio(a: float, b: float) -> str:
         return f"{a / b:.2f}x" if b else "-"
@@ -186,7 +176,7 @@ def report(raw: Phase, pipe: Phase, info: dict, args, command: str) -> str:
         "",
         f"Command: `{command}`  ",
         (
-            f"Machine: {os.cpu_count()} cores ({cpu_name()}), {args.parallel} llama.cpp slots, {args.threads} threads; "
+            f"Machine: {os.cpu_count()} cores ({cpu_model()}), {args.parallel} llama.cpp slots, {args.threads} threads; "
             f"{time.strftime('%Y-%m-%d %H:%M')}.  "
         ),
         f"Pipeline outcome: {info['ok']} ok, {info['flagged']} flagged, {info['retries']} retries, {info['errors']} errors.",

@@ -24,7 +24,7 @@ data_app = typer.Typer(help="Datasets: fetch and inspect.", no_args_is_help=True
 teach_app = typer.Typer(help="Teacher LLM: rationales and item descriptions.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(teach_app, name="teach")
-console = Console()
+console = Console(width=None if os.isatty(1) else 160)
 
 DatasetArg = Annotated[str, typer.Argument(help="named dataset (ml-100k, ml-1m) or a name for --format/--path data")]
 FormatOpt = Annotated[Optional[str], typer.Option("--format", help="raw format: recbole, ml-100k, ml-1m, ml-latest, amazon-2014, amazon-2018, yelp")]
@@ -109,7 +109,7 @@ def baseline(
     max_items: Annotated[int, typer.Option(help="history items pooled by meanpool")] = 8,
     no_mask: Annotated[bool, typer.Option("--no-mask", help="do not mask history items when ranking")] = False,
     cold_start: Annotated[float, typer.Option(help="cold-start protocol: share of items held out of training (0 = off)")] = 0.0,
-    set_: Annotated[list[str], typer.Option("--set", help="SASRec config field: key=value (e.g. hidden=128)")] = [],  # noqa: B006
+    set_: Annotated[list[str], typer.Option("--set", help="SASRec config field: key=value (e.g. hidden=128)")] = [],
     fmt: FormatOpt = None,
     path: PathOpt = None,
 ) -> None:
@@ -201,7 +201,7 @@ def teach_status(
         table.add_column(column, justify="right")
     for kind in KINDS:
         status = kind_status(kind, build_tasks(ds, kind), TeacherCache(cache_path(folder, ds.name, kind)), model)
-        fmt_rate = lambda v: f"{v:.1f}" if v is not None else "-"  # noqa: E731
+        fmt_rate = lambda v: f"{v:.1f}" if v is not None else "-"
         eta = status.eta_s
         table.add_row(
             kind, f"{status.done}/{status.total}", str(status.ok), str(status.flagged), str(status.stale),
@@ -274,7 +274,7 @@ def teach_serve(
     main(["--model", model, "--port", str(port), "--parallel", str(parallel)] + (["--threads", str(threads)] if threads else []))
 
 
-from training.cli_model import register as _register_model_commands  # noqa: E402
+from training.cli_model import register as _register_model_commands
 
 _register_model_commands(app, _load)
 

@@ -43,7 +43,7 @@ def register(app: typer.Typer, load_dataset) -> None:
         dataset: Annotated[str, typer.Option(help="dataset name")] = "ml-100k",
         variant: VariantOpt = "r2end",
         config_file: Annotated[Optional[Path], typer.Option(help="JSON file of R2ENDConfig fields")] = None,
-        set_: Annotated[list[str], typer.Option("--set", help="override a config field: key=value (JSON value)")] = [],  # noqa: B006
+        set_: Annotated[list[str], typer.Option("--set", help="override a config field: key=value (JSON value)")] = [],
         bundle: Annotated[Optional[Path], typer.Option(help="bundle output folder (default $R2END_HOME/bundles/<dataset>/<variant>)")] = None,
         no_export: Annotated[bool, typer.Option("--no-export", help="train and evaluate only")] = False,
         allow_partial: Annotated[bool, typer.Option(help="run even if teacher data is incomplete (results go to $R2END_HOME/runs)")] = False,
@@ -97,7 +97,7 @@ def register(app: typer.Typer, load_dataset) -> None:
         with_baselines: Annotated[bool, typer.Option(help="also run Pop and SASRec-CE (its tuned config) under the same protocol")] = False,
         allow_partial: bool = False,
         data_dir: Optional[Path] = None,
-        set_: Annotated[list[str], typer.Option("--set", help="override a base config field: key=value")] = [],  # noqa: B006
+        set_: Annotated[list[str], typer.Option("--set", help="override a base config field: key=value")] = [],
     ) -> None:
         """The paper's Table 2 and the R2END+CF variants, each a config switch, one result file each."""
         from training.r2end.run import ablation_configs, train_and_report

@@ -76,8 +76,8 @@ def quantize_int8(source: Path, target: Path) -> None:
 
 def torch_reference(model: TrainedR2END, texts: list[str], student: bool = True) -> np.ndarray:
     """The PyTorch pipeline's vectors for texts (for parity checks)."""
-    from training.r2end.projection import project
     from training.r2end.pipeline import encode
+    from training.r2end.projection import project
 
     encoder = model.student if student else model.encoder
     return project(model.projection, encode(encoder, texts))

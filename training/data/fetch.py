@@ -99,7 +99,7 @@ def fetch(name: str, source: str = "registry", force: bool = False) -> Path:
         if name not in GROUPLENS_SOURCES:
             raise ValueError(f"no GroupLens source for dataset {name!r}; known: {sorted(GROUPLENS_SOURCES)}")
         archive_spec = GROUPLENS_SOURCES[name]
-        with urllib.request.urlopen(archive_spec.url, timeout=60) as response:  # noqa: S310 (fixed https URL)
+        with urllib.request.urlopen(archive_spec.url, timeout=60) as response:
             payload = response.read()
         with zipfile.ZipFile(io.BytesIO(payload)) as archive:
             hashes = _extract(archive, archive_spec.member_dir, archive_spec.files, target)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from index.verbalize import history_text, item_document, item_text, target_text
+from index.verbalize import history_text, item_document, target_text
 from training.data.preprocess import PreparedDataset
 from training.encoders import load_encoder
 from training.evaluation.evaluator import evaluate

@@ -115,7 +115,7 @@ class TeacherCall:
         try:
             self.loop.run_until_complete(self.backend.aclose())
             self.loop.close()
-        except Exception:  # noqa: BLE001, S110 - best effort at actor shutdown
+        except Exception:
             pass
 
 

@@ -8,7 +8,15 @@ from dataclasses import dataclass
 from index.verbalize import history_text, item_text
 from training.data.preprocess import PreparedDataset
 from training.teacher.domain import domain_for
-from training.teacher.prompts import DESCRIPTION, ORACLE, UNGUIDED, PromptTemplate, description_prompt, oracle_prompt, unguided_prompt
+from training.teacher.prompts import (
+    DESCRIPTION,
+    ORACLE,
+    UNGUIDED,
+    PromptTemplate,
+    description_prompt,
+    oracle_prompt,
+    unguided_prompt,
+)
 
 KINDS = ("oracle", "description", "unguided")
 MAX_EVIDENCE_LINES = 8

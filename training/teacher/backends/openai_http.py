@@ -106,7 +106,7 @@ class OpenAIHTTPBackend:
         try:
             listed = (await self._client.get("/v1/models")).json().get("data", [])
             names = [m.get("id") for m in listed]
-        except Exception:  # noqa: BLE001 - only used to improve the message
+        except Exception:
             names = []
         hint = f" Models served there: {names}." if names else ""
         return f"{self.base_url} has no model {self.model!r} (HTTP 404: {response.text[:200]}).{hint}"
