@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
@@ -36,6 +36,7 @@ USER_ONNX_INT8 = "user_encoder.int8.onnx"
 ITEM_ONNX = "item_encoder.onnx"
 TOKENIZER = "tokenizer.json"
 HISTORY_EMBEDDINGS = "history_item_embeddings.npy"
+HISTORY_ONNX = "history_encoder.onnx"
 REQUIRED_FILES = (CATALOG, ITEM_VECTORS, ITEM_INDEX, USER_ONNX, ITEM_ONNX, TOKENIZER)
 
 
@@ -51,10 +52,17 @@ class VerbaliserSettings(BaseModel):
 
 
 class HistoryTower(BaseModel):
-    """R2END+CF: z_u = norm(z_text + mean of ``file`` rows over the last ``max_items`` known history items)."""
+    """R2END+CF's user-side collaborative term, added to the ONNX text vector before normalising.
 
+    ``mean``: the mean of ``file`` rows (a .npy table) over the last ``max_items`` history items.
+    ``sequence``: ``file`` is an ONNX graph from left-padded item rows + 1 (0 = padding) of the
+    last ``max_items`` items to the term; items beyond the trained catalogue are left out.
+    """
+
+    kind: Literal["mean", "sequence"] = "mean"
     file: str = HISTORY_EMBEDDINGS
     max_items: int = 50
+    trained_items: int | None = None
 
 
 class Manifest(BaseModel):
@@ -129,7 +137,7 @@ def load_manifest(directory: Path, verify_checksums: bool = True) -> Manifest:
         raise BundleError(
             f"{directory / ITEM_VECTORS}: shape {vectors.shape}, manifest says ({manifest.n_items}, {manifest.output_dim})"
         )
-    if manifest.history_tower is not None:
+    if manifest.history_tower is not None and manifest.history_tower.kind == "mean":
         table = np.load(directory / manifest.history_tower.file, mmap_mode="r")
         if table.shape != (manifest.n_items, manifest.output_dim):
             raise BundleError(f"{directory / manifest.history_tower.file}: shape {table.shape}, expected ({manifest.n_items}, {manifest.output_dim})")

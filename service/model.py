@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ class ServingModel:
     """Everything one bundle needs to answer requests; build with :meth:`load`."""
 
     def __init__(self, path: Path, manifest: B.Manifest, user_encoder: OnnxTextEncoder, item_encoder: OnnxTextEncoder,
-                 index: ItemIndex, catalog: Catalog, int8: bool, history_table: np.ndarray | None = None):
+                 index: ItemIndex, catalog: Catalog, int8: bool, history_table: Any = None):
         self.path = path
         self.manifest = manifest
         self.user_encoder = user_encoder
@@ -77,7 +78,9 @@ class ServingModel:
             )
         user = _encoder(path / user_file, path / B.TOKENIZER, manifest, settings.onnx_threads)
         item = _encoder(path / B.ITEM_ONNX, path / B.TOKENIZER, manifest, settings.onnx_threads)
-        history = np.load(path / manifest.history_tower.file) if manifest.history_tower is not None else None
+        history = None
+        if manifest.history_tower is not None:
+            history = _history_tower(path / manifest.history_tower.file, manifest.history_tower, settings.onnx_threads)
         return cls(path, manifest, user, item, index, catalog, settings.use_int8, history)
 
     # ---- user side ---------------------------------------------------------------------------
@@ -98,21 +101,32 @@ class ServingModel:
         return self.user_encoder.run(*pad(token_ids))
 
     def add_history(self, vectors: np.ndarray, history_rows: Sequence[Sequence[int]]) -> np.ndarray:
-        """R2END+CF history tower: z_u = norm(z_text + mean of the last items' history embeddings).
+        """R2END+CF: z_u = norm(z_text + collaborative term of the history); unchanged for the paper's R2END.
 
-        Bundles without a tower (the paper's R2END) return ``vectors`` unchanged; items added
-        live (rows beyond the trained table) have no history embedding, like in training.
+        ``mean`` towers average a table's rows over the last items; ``sequence`` towers run their
+        ONNX graph on the last items' rows. Items added live (rows beyond the trained catalogue)
+        have no collaborative term, exactly like held-out items in training.
         """
         if self.history_table is None:
             return vectors
         tower = self.manifest.history_tower
         assert tower is not None
         out = vectors.astype(np.float32, copy=True)
-        for i, rows in enumerate(history_rows):
-            recent = rows[-tower.max_items :]
-            known = [r for r in recent if r < len(self.history_table)]
-            if recent:
-                out[i] += self.history_table[known].sum(axis=0) / len(recent) if known else 0.0
+        if tower.kind == "sequence":
+            trained = tower.trained_items or self.manifest.n_items
+            known = [[r for r in rows if r < trained][-tower.max_items :] for rows in history_rows]
+            width = tower.max_items  # always the full length: positions count from the left edge, as in training
+            batch = np.zeros((len(known), width), dtype=np.int64)
+            for i, rows in enumerate(known):
+                if rows:
+                    batch[i, width - len(rows) :] = np.asarray(rows) + 1
+            out += self.history_table.run(None, {"history": batch})[0]
+        else:
+            for i, rows in enumerate(history_rows):
+                recent = rows[-tower.max_items :]
+                known_rows = [r for r in recent if r < len(self.history_table)]
+                if recent and known_rows:
+                    out[i] += self.history_table[known_rows].sum(axis=0) / len(recent)
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
     # ---- search --------------------------------------------------------------------------------
@@ -196,6 +210,20 @@ def pad(token_ids: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         ids[row, : len(seq)] = seq
         mask[row, : len(seq)] = 1
     return ids, mask
+
+
+def _history_tower(path: Path, tower: B.HistoryTower, threads: int) -> Any:
+    """The table (mean tower) or the ONNX session (sequence tower) of an R2END+CF bundle."""
+    if tower.kind == "mean":
+        return np.load(path)
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types for unreadable files
+        raise B.BundleError(f"{path}: cannot be loaded ({type(exc).__name__}: {str(exc)[:300]})") from exc
 
 
 def _encoder(onnx_path: Path, tokenizer_path: Path, manifest: B.Manifest, threads: int) -> OnnxTextEncoder:

@@ -116,7 +116,7 @@ def test_bundle_refuses_wrong_schema_and_dims(trained, tmp_path):
             B.load_manifest(broken)
 
 
-@pytest.mark.parametrize("design", ["item-residual", "history-tower"])
+@pytest.mark.parametrize("design", ["item-residual", "history-tower", "sequence-tower"])
 def test_cf_bundle_serves_what_training_scored(trained, tmp_path, design):
     """R2END+CF exported with its history table: the service's model reproduces the training scores."""
     from dataclasses import replace
@@ -129,9 +129,19 @@ def test_cf_bundle_serves_what_training_scored(trained, tmp_path, design):
     ds, model, _, _ = trained
     cf = train_cf(model, ds, CFConfig(design=design, epochs=3, prefixes_per_user=3), log=lambda _m: None)
     assert (design == "history-tower") == (cf.history_table is not None)
+    assert (design == "sequence-tower") == (cf.head.tower is not None)
+    import torch
+
+    with torch.no_grad():  # make the collaborative term large, so that a service ignoring it would fail below
+        if cf.head.tower is not None:
+            torch.nn.init.normal_(cf.head.tower.out.weight, std=0.05)
+        if cf.head.history is not None:
+            cf.head.history.normal_(std=0.05)
+            cf.history_table = cf.head.history.numpy().copy()
     exportable = replace(model, projection=cf.head.projection, item_vectors=cf.item_vectors)
     bundle_dir = tmp_path / design
-    export_bundle(exportable, ds, bundle_dir, int8=False, history_table=cf.history_table, history_items=cf.config.history_items)
+    export_bundle(exportable, ds, bundle_dir, int8=False, history_table=cf.history_table, history_items=cf.config.history_items,
+                  tower=cf.head.tower)
     serving = ServingModel.load(bundle_dir, ServiceSettings(bundle_path=bundle_dir, warmup=False))
     users = list(range(ds.n_users))
     histories = [ds.example(u, "test")[0] for u in users]
@@ -140,3 +150,6 @@ def test_cf_bundle_serves_what_training_scored(trained, tmp_path, design):
     vectors = serving.add_history(serving.encode_tokens(serving.tokenize(texts)), [[r for r, _ in h] for h in histories])
     served = vectors @ np.load(bundle_dir / B.ITEM_VECTORS).T
     assert np.abs(served - expected).max() < 1e-4
+    if design != "item-residual":
+        text_only = serving.encode_tokens(serving.tokenize(texts)) @ np.load(bundle_dir / B.ITEM_VECTORS).T
+        assert np.abs(text_only - expected).max() > 1e-3, "the collaborative term should change the scores"

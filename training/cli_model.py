@@ -86,7 +86,7 @@ def register(app: typer.Typer, load_dataset) -> None:
             raise typer.Exit(2)
         target = bundle or bundle_dir(dataset, variant)
         manifest = export_bundle(model, ds, target, metrics=meta["report"].get("metrics", {}), int8=int8, index_kind=index,
-                                 history_table=history, history_items=meta.get("history_items", 50))
+                                 history_table=history, history_items=meta.get("history_items", 50), tower=meta.get("tower"))
         console.print_json(json.dumps({"bundle": str(target), **manifest.metrics}))
 
     @app.command("ablations")

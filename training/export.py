@@ -67,6 +67,16 @@ def export_graph(model: Any, projection: Projection | None, path: Path) -> None:
         )
 
 
+def export_tower(tower: nn.Module, path: Path) -> None:
+    """R2END+CF sequence tower: left-padded item rows + 1 (B, L) -> (B, d)."""
+    tower = tower.eval()
+    sample = torch.ones((2, 8), dtype=torch.long)
+    batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("sequence", min=1, max=tower.net.config.max_len)
+    with torch.no_grad():
+        torch.onnx.export(tower, (sample,), str(path), input_names=["history"], output_names=["term"],
+                          dynamic_shapes={"sequence": {0: batch, 1: seq}}, opset_version=OPSET, dynamo=True, external_data=False)
+
+
 def quantize_int8(source: Path, target: Path) -> None:
     """Dynamic int8 quantisation of weights (activations stay float)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -85,7 +95,7 @@ def torch_reference(model: TrainedR2END, texts: list[str], student: bool = True)
 
 def export_bundle(model: TrainedR2END, ds: PreparedDataset, out_dir: Path, metrics: dict[str, Any] | None = None,
                   int8: bool = True, index_kind: str = "flat", parity_texts: list[str] | None = None,
-                  history_table: np.ndarray | None = None, history_items: int = 50) -> B.Manifest:
+                  history_table: np.ndarray | None = None, history_items: int = 50, tower: nn.Module | None = None) -> B.Manifest:
     """Write a complete, checksummed bundle to ``out_dir`` (atomically replaced) and return its manifest.
 
     ``history_table`` (R2END+CF history tower) adds per-item history embeddings that the
@@ -112,7 +122,10 @@ def export_bundle(model: TrainedR2END, ds: PreparedDataset, out_dir: Path, metri
     history = None
     if history_table is not None:
         np.save(tmp / B.HISTORY_EMBEDDINGS, history_table.astype(np.float32))
-        history = {"file": B.HISTORY_EMBEDDINGS, "max_items": history_items}
+        history = {"kind": "mean", "file": B.HISTORY_EMBEDDINGS, "max_items": history_items}
+    if tower is not None:
+        export_tower(tower, tmp / B.HISTORY_ONNX)
+        history = {"kind": "sequence", "file": B.HISTORY_ONNX, "max_items": tower.net.config.max_len, "trained_items": len(ds.catalog)}
     parity = measure_parity(model, tmp, parity_texts or model.item_documents[:32])
     cfg = model.config
     fingerprint = f"{ds.name}-{cfg.variant}-{cfg.fingerprint()}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"

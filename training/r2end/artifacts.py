@@ -22,7 +22,7 @@ from training.r2end.projection import Projection
 
 
 def save_run(model: TrainedR2END, directory: Path, history_table: np.ndarray | None = None, history_items: int = 50,
-             dataset: str | None = None, split_hash: str | None = None) -> Path:
+             dataset: str | None = None, split_hash: str | None = None, tower: torch.nn.Module | None = None) -> Path:
     """Write ``model`` (the exportable form: final projection and item vectors) to ``directory``."""
     tmp = directory.with_name(directory.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -34,6 +34,8 @@ def save_run(model: TrainedR2END, directory: Path, history_table: np.ndarray | N
     np.save(tmp / "item_vectors.npy", model.item_vectors)
     if history_table is not None:
         np.save(tmp / "history_table.npy", history_table)
+    if tower is not None:
+        torch.save(tower, tmp / "tower.pt")
     meta = {"config": model.config.model_dump(), "report": model.report, "item_documents": model.item_documents,
             "history_items": history_items, "dataset": dataset, "split_hash": split_hash,
             "distilled": model.student is not model.encoder}
@@ -44,7 +46,8 @@ def save_run(model: TrainedR2END, directory: Path, history_table: np.ndarray | N
 
 
 def load_run(directory: Path) -> tuple[TrainedR2END, np.ndarray | None, dict[str, Any]]:
-    """``(model, history_table, meta)`` from a folder written by :func:`save_run`."""
+    """``(model, history_table, meta)`` from a folder written by :func:`save_run`; ``meta["tower"]``
+    holds the R2END+CF sequence tower module when there is one."""
     from sentence_transformers import SentenceTransformer
 
     meta = json.loads((directory / "run.json").read_text())
@@ -60,6 +63,7 @@ def load_run(directory: Path) -> tuple[TrainedR2END, np.ndarray | None, dict[str
         projection.load_state_dict(state)
         projection.eval()
     history = np.load(directory / "history_table.npy") if (directory / "history_table.npy").exists() else None
+    meta["tower"] = torch.load(directory / "tower.pt", weights_only=False) if (directory / "tower.pt").exists() else None
     model = TrainedR2END(config, encoder, student, projection, item_embeddings, np.load(directory / "item_vectors.npy"),
                          meta["item_documents"], meta["report"], name=config.variant)
     return model, history, meta

@@ -10,6 +10,11 @@ Two designs, both keeping LLM-free serving and cold-start:
   over learned input embeddings q_j of the last ``history_items`` items of the history
   (also zero-initialised, dropped at random). The service adds the mean of the bundle's
   ``history_item_embeddings.npy`` rows to the ONNX text vector.
+* ``sequence-tower``: items as above, and users z_u = norm(norm(f(e_u)) + W h_u) where h_u
+  is a SASRec encoder over the history's item ids (optionally initialised from a trained
+  SASRec-CE checkpoint) and W starts at zero, so training starts from the paper model.
+  The tower is exported as its own ONNX graph (``history_encoder.onnx``). Because the
+  tower's output lives in the text space, it also scores *new* items through their text.
 
 New items have r = q = 0: they fall back to the text path exactly. Training uses full
 softmax cross-entropy over all trainable items on several prefixes per user (not only
@@ -40,7 +45,7 @@ from training.r2end.projection import Projection
 class CFConfig(BaseModel):
     """Hyper-parameters of the collaborative head."""
 
-    design: Literal["item-residual", "history-tower"] = "history-tower"
+    design: Literal["item-residual", "history-tower", "sequence-tower"] = "history-tower"
     prefixes_per_user: int = 10
     history_items: int = 50
     epochs: int = 40
@@ -50,18 +55,23 @@ class CFConfig(BaseModel):
     temperature: float = 0.07
     residual_l2: float = 1e-4
     residual_dropout: float = 0.3
+    tower_checkpoint: str | None = None
+    """sequence-tower: a SASRec checkpoint (``r2end baseline sasrec-ce`` writes them) to start from."""
+    tower_dropout: float = 0.1
+    """sequence-tower: share of training examples whose tower output is dropped (text alone must work)."""
     seed: int = 22
 
 
 class CFHead(nn.Module):
     """The shared projection f plus item residuals and (optionally) history-item embeddings."""
 
-    def __init__(self, projection: Projection, n_items: int, design: str):
+    def __init__(self, projection: Projection, n_items: int, design: str, tower: nn.Module | None = None):
         super().__init__()
         self.projection = copy.deepcopy(projection)
         dim = projection.linear.out_features
         self.residual = nn.Parameter(torch.zeros(n_items, dim))
         self.history = nn.Parameter(torch.zeros(n_items, dim)) if design == "history-tower" else None
+        self.tower = tower
 
     def text(self, embeddings: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.projection(embeddings), dim=-1)
@@ -70,13 +80,46 @@ class CFHead(nn.Module):
         residual = self.residual if keep is None else self.residual * keep[:, None]
         return F.normalize(self.text(item_embeddings) + residual, dim=-1)
 
-    def users(self, user_embeddings: torch.Tensor, history_rows: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+    def users(self, user_embeddings: torch.Tensor, history_rows: torch.Tensor, history_mask: torch.Tensor,
+              sequence: torch.Tensor | None = None, tower_keep: torch.Tensor | None = None) -> torch.Tensor:
         text = self.text(user_embeddings)
+        if self.tower is not None and sequence is not None:
+            contribution = self.tower(sequence)
+            if tower_keep is not None:
+                contribution = contribution * tower_keep[:, None]
+            return F.normalize(text + contribution, dim=-1)
         if self.history is None:
             return text
         summed = (self.history[history_rows] * history_mask[..., None]).sum(1)
         mean = summed / history_mask.sum(1, keepdim=True).clamp(min=1.0)
         return F.normalize(text + mean, dim=-1)
+
+
+class SequenceTower(nn.Module):
+    """SASRec over item rows (left-padded, 0 = padding, rows shifted by 1) -> W h_last in the text space."""
+
+    def __init__(self, net: nn.Module, out_dim: int):
+        super().__init__()
+        self.net = net
+        self.out = nn.Linear(net.config.hidden, out_dim, bias=False)
+        nn.init.zeros_(self.out.weight)  # start exactly at the paper model
+
+    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
+        return self.out(self.net(sequence)[:, -1, :])
+
+
+def build_tower(n_items: int, out_dim: int, checkpoint: str | None) -> SequenceTower:
+    """A SASRec tower, from a checkpoint's best weights when given."""
+    from training.models.sasrec import SASRecConfig, SASRecNet
+
+    if checkpoint:
+        state = torch.load(checkpoint, weights_only=False)
+        config = SASRecConfig(**{**state["identity"]["config"], "threads": 1})
+        net = SASRecNet(n_items, config)
+        net.load_state_dict(state["best_state"] or state["net"])
+    else:
+        net = SASRecNet(n_items, SASRecConfig())
+    return SequenceTower(net, out_dim)
 
 
 @dataclass
@@ -94,7 +137,7 @@ class CFModel:
 
     def score(self, ds: PreparedDataset, users: Sequence[int], histories: Sequence[list[tuple[int, int]]]) -> np.ndarray:
         """Cosine of the CF user vector with every item vector."""
-        return user_vectors(self.head, self.base, ds, histories, self.config.history_items) @ self.item_vectors.T
+        return user_vectors(self.head, self.base, ds, histories, self.config.history_items, self.trainable) @ self.item_vectors.T
 
 
 def _history_batch(histories: Sequence[list[tuple[int, int]]], length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,12 +152,26 @@ def _history_batch(histories: Sequence[list[tuple[int, int]]], length: int) -> t
 
 
 @torch.no_grad()
-def user_vectors(head: CFHead, base: TrainedR2END, ds: PreparedDataset, histories: Sequence[list[tuple[int, int]]], length: int) -> np.ndarray:
+def user_vectors(head: CFHead, base: TrainedR2END, ds: PreparedDataset, histories: Sequence[list[tuple[int, int]]], length: int,
+                 known: np.ndarray | None = None) -> np.ndarray:
     """z_u for histories (text through the base model's student, ids through the head)."""
     head.eval()
     embeddings = torch.from_numpy(base.user_embeddings(base.history_texts(ds, histories)))
     rows, mask = _history_batch(histories, length)
-    return head.users(embeddings, rows, mask).numpy()
+    return head.users(embeddings, rows, mask, _sequences(head, histories, known)).numpy()
+
+
+def _sequences(head: CFHead, histories: Sequence[list[tuple[int, int]]], known: np.ndarray | None = None) -> torch.Tensor | None:
+    """Left-padded SASRec input for the sequence tower (None for the other designs).
+
+    Items the tower never trained on (held out, or added live) are left out of its input,
+    exactly as the service leaves out items beyond the trained catalogue.
+    """
+    if head.tower is None:
+        return None
+    from training.models.sasrec import _left_pad
+
+    return _left_pad([[row for row, _ in h if known is None or known[row]] for h in histories], head.tower.net.config.max_len)
 
 
 def training_examples(ds: PreparedDataset, per_user: int) -> list[tuple[int, list[tuple[int, int]], int]]:
@@ -148,7 +205,9 @@ def train_cf(
     targets = torch.tensor([t for _, _, t in examples])
     item_emb = torch.from_numpy(base.item_embeddings)
     frozen = torch.from_numpy(~trainable)
-    head = CFHead(base.projection, ds.n_items, config.design)
+    tower = build_tower(ds.n_items, base.projection.linear.out_features, config.tower_checkpoint) if config.design == "sequence-tower" else None
+    head = CFHead(base.projection, ds.n_items, config.design, tower)
+    sequences = _sequences(head, [h for _, h, _ in examples], trainable)
     optimiser = torch.optim.Adam(head.parameters(), lr=config.lr)
     best, best_state, since, history_log = -1.0, None, 0, []
     model = CFModel(base, head, config, trainable, np.zeros(0), None, history_log, name=f"r2end-cf-{config.design}")
@@ -161,7 +220,8 @@ def train_cf(
             keep_items = (torch.rand(ds.n_items, generator=generator) >= config.residual_dropout).float()
             items = head.items(item_emb, keep_items * torch.from_numpy(trainable).float())
             mask = hist_mask[idx] * (torch.rand(hist_mask[idx].shape, generator=generator) >= config.residual_dropout).float()
-            users = head.users(user_emb[idx], hist_rows[idx], mask)
+            tower_keep = (torch.rand(len(idx), generator=generator) >= config.tower_dropout).float()
+            users = head.users(user_emb[idx], hist_rows[idx], mask, sequences[idx] if sequences is not None else None, tower_keep)
             logits = users @ items.T / config.temperature
             logits = logits.masked_fill(frozen[None, :], float("-inf"))
             loss = F.cross_entropy(logits, targets[idx])

@@ -72,7 +72,7 @@ def train_and_report(
     if not complete and not allow_partial:
         raise RuntimeError(f"teacher data incomplete for {config.variant} ({account}); use --allow-partial for a trial run")
     model: Any = base
-    exportable, history_table, history_items = base, None, 50
+    exportable, history_table, history_items, tower = base, None, 50, None
     if config.cf is not None:
         from training.r2end.collaborative import CFConfig, train_cf
 
@@ -80,12 +80,12 @@ def train_and_report(
         model = train_cf(base, train_ds, cf_config, trainable, log)
         model.name = config.variant
         exportable = replace(base, projection=model.head.projection, item_vectors=model.item_vectors)
-        history_table, history_items = model.history_table, cf_config.history_items
+        history_table, history_items, tower = model.history_table, cf_config.history_items, model.head.tower
     summary: dict[str, Any] = {}
     if cold is None:
         from training.r2end.artifacts import save_run
 
-        summary["run"] = str(save_run(exportable, run_dir(ds.name, config.variant), history_table, history_items, ds.name, ds.split_hash))
+        summary["run"] = str(save_run(exportable, run_dir(ds.name, config.variant), history_table, history_items, ds.name, ds.split_hash, tower))
     bundle_path = export_to
     scratch = None
     if cold is not None and bundle_path is None:
@@ -94,7 +94,7 @@ def train_and_report(
     if bundle_path is not None:
         from training.export import export_bundle
 
-        manifest = export_bundle(exportable, ds, bundle_path, metrics={}, history_table=history_table, history_items=history_items)
+        manifest = export_bundle(exportable, ds, bundle_path, metrics={}, history_table=history_table, history_items=history_items, tower=tower)
         summary["bundle"] = str(bundle_path)
         summary["onnx_parity"] = manifest.metrics["onnx_parity"]
     extra: dict[str, Any] = {}
