@@ -31,13 +31,15 @@ MAIN_ROWS: list[tuple[str, str]] = [
     ("r2end-long-projection", "R2END, projection trained 100 epochs (epoch chosen on validation)"),
     ("r2end-cf-residual", "R2END+CF, item residual"),
     ("r2end-cf-history", "R2END+CF, history tower"),
+    ("r2end-cf-sequence", "R2END+CF, sequence tower"),
     ("r2end-onnx-fp32", "R2END bundle through ONNX Runtime, fp32"),
     ("r2end-onnx-int8", "R2END bundle through ONNX Runtime, int8"),
 ]
-COLD_ROWS = [("r2end-cold", "R2END (paper)"), ("r2end-cf-history-cold", "R2END+CF, history tower"),
+COLD_ROWS = [("r2end-cold", "R2END (paper)"), ("r2end-cf-sequence-cold", "R2END+CF, sequence tower"),
+             ("r2end-cf-history-cold", "R2END+CF, history tower"),
              ("r2end-cf-residual-cold", "R2END+CF, item residual"), ("sasrec-ce-cold", "SASRec-CE"), ("pop-cold", "Pop")]
 TEACHER_ROWS = {"r2end", "r2end-long-projection", "abl1-unguided", "abl2-unguided-rs", "abl5-no-projection", "abl6-no-reg", "r2end-cf-residual",
-                "r2end-cf-history", "r2end-onnx-fp32", "r2end-onnx-int8", "r2end-cold", "r2end-cf-history-cold", "r2end-cf-residual-cold"}
+                "r2end-cf-history", "r2end-cf-sequence", "r2end-cf-sequence-cold", "r2end-onnx-fp32", "r2end-onnx-int8", "r2end-cold", "r2end-cf-history-cold", "r2end-cf-residual-cold"}
 
 
 def _per_user(record: dict[str, Any], metric: str, users: list[int] | None = None) -> np.ndarray:

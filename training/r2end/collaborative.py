@@ -122,6 +122,26 @@ def build_tower(n_items: int, out_dim: int, checkpoint: str | None) -> SequenceT
     return SequenceTower(net, out_dim)
 
 
+def sasrec_checkpoint(ds: PreparedDataset, log: Callable[[str], None] = print) -> str:
+    """Train (or finish, or reuse) SASRec-CE with its tuned configuration on exactly this data.
+
+    The configuration is the one ``r2end baseline sasrec-ce`` selected on validation (its
+    result file), so the tower starts from the baseline it has to beat; the checkpoint is
+    tied to the data's split hash, so the cold-start view gets its own.
+    """
+    from training.evaluation.report import load_results
+    from training.models.sasrec import SASRec, SASRecConfig
+    from training.paths import home
+
+    tuned = next((r["config"].get("best") for r in load_results(ds.name) if r["model"] == "sasrec-ce"), None) or {}
+    config = SASRecConfig(**{**tuned, "threads": torch.get_num_threads()})
+    path = home() / "runs" / "sasrec" / ds.name / f"cf-tower-{ds.split_hash[:8]}.pt"
+    log(f"  R2END+CF: SASRec-CE tower init {config.model_dump()} -> {path}")
+    SASRec(config).fit(ds, lambda m: evaluate(m, ds, "valid", keep_per_user=False).metrics,
+                       progress=lambda e: log(f"  tower SASRec {e}"), checkpoint=path)
+    return str(path)
+
+
 @dataclass
 class CFModel:
     """A trained head with the arrays a bundle needs, and a scorer for the evaluator."""
@@ -205,7 +225,10 @@ def train_cf(
     targets = torch.tensor([t for _, _, t in examples])
     item_emb = torch.from_numpy(base.item_embeddings)
     frozen = torch.from_numpy(~trainable)
-    tower = build_tower(ds.n_items, base.projection.linear.out_features, config.tower_checkpoint) if config.design == "sequence-tower" else None
+    tower = None
+    if config.design == "sequence-tower":
+        checkpoint = sasrec_checkpoint(ds, log) if config.tower_checkpoint == "auto" else config.tower_checkpoint
+        tower = build_tower(ds.n_items, base.projection.linear.out_features, checkpoint)
     head = CFHead(base.projection, ds.n_items, config.design, tower)
     sequences = _sequences(head, [h for _, h, _ in examples], trainable)
     optimiser = torch.optim.Adam(head.parameters(), lr=config.lr)

@@ -72,6 +72,7 @@ ABLATIONS: dict[str, dict] = {
     "r2end-long-projection": {"projection_epochs": 100},
     "r2end-cf-residual": {"cf": {"design": "item-residual"}},
     "r2end-cf-history": {"cf": {"design": "history-tower"}},
+    "r2end-cf-sequence": {"cf": {"design": "sequence-tower", "tower_checkpoint": "auto"}},
 }
 """Table 2 of the paper (ablation 4, mean-pooled history, is the ``meanpool`` baseline), and the
 collaborative variants of issue 7. Every entry also runs under the cold-start protocol
