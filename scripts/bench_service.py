@@ -133,7 +133,7 @@ async def closed_loop(port: int, bodies: list[bytes], concurrency: int, seconds:
             "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99))}
 
 
-def start_server(bundle: Path, threads: int, workdir: Path, max_wait_ms: float) -> tuple[subprocess.Popen, int]:
+def start_server(bundle: Path, threads: int, workdir: Path, max_wait_ms: float, int8: bool = False) -> tuple[subprocess.Popen, int]:
     import socket
 
     import httpx
@@ -144,7 +144,7 @@ def start_server(bundle: Path, threads: int, workdir: Path, max_wait_ms: float) 
     env = {k: v for k, v in os.environ.items() if not k.startswith("R2END_") or k == "R2END_HOME"}
     env.update({"PYTHONPATH": str(REPO), "R2END_BUNDLE_PATH": str(bundle), "R2END_PORT": str(port), "R2END_ONNX_THREADS": str(threads),
                 "R2END_ITEM_LOG_PATH": str(workdir / "items.jsonl"), "R2END_LOG_LEVEL": "warning", "R2END_MAX_BATCH_SIZE": "32",
-                "R2END_MAX_WAIT_MS": str(max_wait_ms)})
+                "R2END_MAX_WAIT_MS": str(max_wait_ms), "R2END_USE_INT8": "true" if int8 else "false"})
     process = subprocess.Popen([sys.executable, "-m", "service.main"], cwd=REPO, env=env,
                                stdout=open(workdir / "server.log", "wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
@@ -188,13 +188,14 @@ def main() -> None:
     parser.add_argument("--histories", type=int, default=256)
     parser.add_argument("--single-requests", type=int, default=300)
     parser.add_argument("--append", type=Path, help="append the table to this Markdown file (e.g. docs/BENCHMARKS.md)")
+    parser.add_argument("--int8", action="store_true", help="the int8 user graph (raw and server: R2END_USE_INT8=true)")
     args = parser.parse_args()
 
     manifest = B.load_manifest(args.bundle)
     catalog = Catalog.load_jsonl(args.bundle / B.CATALOG)
     histories = make_histories(catalog, manifest, args.histories)
     texts = texts_of(histories, catalog, manifest)
-    encoder = OnnxTextEncoder(args.bundle / B.USER_ONNX, args.bundle / B.TOKENIZER, manifest.max_seq_length, threads=args.threads)
+    encoder = OnnxTextEncoder(args.bundle / (B.USER_ONNX_INT8 if args.int8 else B.USER_ONNX), args.bundle / B.TOKENIZER, manifest.max_seq_length, threads=args.threads)
     raw = [bench_raw(encoder, texts, batch, args.seconds) for batch in BATCH_SIZES]
     del encoder
     for r in raw:
@@ -202,7 +203,7 @@ def main() -> None:
 
     bodies = [json.dumps({"history": h, "k": 10}).encode() for h in histories]
     with tempfile.TemporaryDirectory() as tmp:
-        process, port = start_server(args.bundle, args.threads, Path(tmp), args.max_wait_ms)
+        process, port = start_server(args.bundle, args.threads, Path(tmp), args.max_wait_ms, args.int8)
         try:
             asyncio.run(closed_loop(port, bodies, 4, 1.0))  # warm-up
             e2e = [asyncio.run(closed_loop(port, bodies, batch, args.seconds)) for batch in BATCH_SIZES]
@@ -213,6 +214,7 @@ def main() -> None:
             process.terminate()
             process.wait(timeout=60)
     table = markdown(raw, e2e, single, manifest, args.threads, args.max_wait_ms)
+    table = f"User graph: **{'int8' if args.int8 else 'fp32'}**. " + table
     print(table)
     if args.append:
         from training.provenance import machine_line, stamp
