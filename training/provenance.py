@@ -13,11 +13,19 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+NOT_CODE = (":(exclude)data/teacher", ":(exclude)docs")
+
+
 def git_commit() -> str:
-    """HEAD commit, with ``+dirty`` when tracked files differ from it; ``unknown`` outside git."""
+    """HEAD commit, with ``+dirty`` when tracked code differs from it; ``unknown`` outside git.
+
+    The teacher cache (``data/teacher/``, appended to by a running ``r2end teach``) and ``docs/``
+    (generated reports) are inputs and outputs, not code: changes there do not make a result dirty.
+    Every result records the teacher data it used separately.
+    """
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_CODE], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
