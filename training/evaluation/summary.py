@@ -37,7 +37,9 @@ MAIN_ROWS: list[tuple[str, str]] = [
 ]
 COLD_ROWS = [("r2end-cold", "R2END (paper)"), ("r2end-cf-sequence-cold", "R2END+CF, sequence tower"),
              ("r2end-cf-history-cold", "R2END+CF, history tower"),
-             ("r2end-cf-residual-cold", "R2END+CF, item residual"), ("sasrec-ce-cold", "SASRec-CE"), ("pop-cold", "Pop")]
+             ("r2end-cf-residual-cold", "R2END+CF, item residual"),
+             ("abl3-item-target-cold", "(3) no LLM reasoning (target = true item)"), ("sasrec-ce-cold", "SASRec-CE"), ("pop-cold", "Pop")]
+METADATA_NOTE = "¹ items embedded from metadata only (`item_text=metadata`: this dataset's teacher descriptions are missing or incomplete)."
 TEACHER_ROWS = {"r2end", "r2end-long-projection", "abl1-unguided", "abl2-unguided-rs", "abl5-no-projection", "abl6-no-reg", "r2end-cf-residual",
                 "r2end-cf-history", "r2end-cf-sequence", "r2end-cf-sequence-cold", "r2end-onnx-fp32", "r2end-onnx-int8", "r2end-cold", "r2end-cf-history-cold", "r2end-cf-residual-cold"}
 
@@ -85,7 +87,7 @@ def main_table(dataset: str, results_root: Path | None = None) -> list[str]:
             f"| {label}{note} | {t['HR@5']:.4f} | {t['NDCG@5']:.4f} | {t['HR@10']:.4f} | {t['NDCG@10']:.4f} | {t['tail_HR@10']:.4f} "
             f"| {t['coverage@10']:.3f} | {_vs(r, reference)} | `{r['command']}` @ {_commit(r)} |"
         )
-    lines += ["", "¹ items embedded from metadata only (no teacher descriptions for this dataset).", ""]
+    lines += ["", METADATA_NOTE, ""]
     return lines
 
 
@@ -103,12 +105,13 @@ def cold_table(dataset: str, results_root: Path | None = None) -> list[str]:
             continue
         cs, t = r["cold_start"], r["test"]
         cold_users = [u for u in r["per_user_test"]["users"] if u in set(_cold_users(r))]
+        note = " ¹" if r["config"].get("item_text") == "metadata" else ""
         lines.append(
-            f"| {label} | {t['HR@10']:.4f} | {t['NDCG@10']:.4f} | {cs['warm_target']['HR@10']:.4f} | {cs['cold_target']['HR@10']:.4f} "
+            f"| {label}{note} | {t['HR@10']:.4f} | {t['NDCG@10']:.4f} | {cs['warm_target']['HR@10']:.4f} | {cs['cold_target']['HR@10']:.4f} "
             f"| {cs['cold_target']['NDCG@10']:.4f} | {_vs(r, reference, 'HR@10', cold_users) if cold_users else '–'} "
             f"| `{r['command']}` @ {_commit(r)} |"
         )
-    lines.append("")
+    lines += ["", METADATA_NOTE, ""]
     return lines
 
 
