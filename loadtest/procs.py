@@ -39,6 +39,17 @@ def child_env(**extra: object) -> dict[str, str]:
     return env
 
 
+def terminate(process: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """SIGTERM a child process, SIGKILL it if it has not exited after ``grace_s``; reap it."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=grace_s)
+
 class Managed:
     """A subprocess with a log file and an HTTP readiness URL."""
 
@@ -72,13 +83,8 @@ class Managed:
         raise TimeoutError(f"{self.name} not ready after {self.timeout_s:.0f} s; log:\n{self.log()[-3000:]}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+        if self.process is not None:
+            terminate(self.process)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

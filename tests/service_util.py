@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from loadtest.procs import terminate
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "recbole" / "movies"
 STARTUP_TIMEOUT = 120.0  # seconds; the machine may be busy with other jobs
@@ -139,13 +141,8 @@ class ServiceProcess:
         self.process.send_signal(signum)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+        if self.process is not None:
+            terminate(self.process)
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
