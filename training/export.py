@@ -78,10 +78,14 @@ def export_tower(tower: nn.Module, path: Path) -> None:
 
 
 def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantisation of weights (activations stay float)."""
+    """Dynamic int8 quantisation: weights per output channel, activations per batch at run time.
+
+    Per-channel weight scales matter: with one scale per tensor the ML-100K text-path model lost
+    23% of its test NDCG@10 (0.0413 -> 0.0318); per channel it keeps it (0.0413). See docs/SERVICE.md.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
 
 
 def torch_reference(model: TrainedR2END, texts: list[str], student: bool = True) -> np.ndarray:
