@@ -165,7 +165,7 @@ def register(app: typer.Typer, load_dataset) -> None:
         ds = load_dataset(dataset, None, None)
         result = alignment_analysis(R2ENDConfig(dataset=dataset), ds, held_out, data_dir)
         result.update(stamp())
-        out = results_dir() / dataset / "alignment.json"
+        out = results_dir() / dataset / "analysis" / "alignment.json"  # beside, not among, the result files
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result) + "\n")
         png = REPO_ROOT / "docs" / f"alignment-{dataset}.png"
