@@ -40,3 +40,23 @@ def test_checkpoint_resumes_instead_of_restarting(tmp_path):
     assert resumed[:2] == first
     uninterrupted = SASRec(config.model_copy(update={"max_epochs": 4})).fit(ds, _validate(ds))
     assert [e["loss"] for e in uninterrupted] == [e["loss"] for e in resumed], "resuming must not change the result"
+
+
+def test_a_run_ended_by_the_epoch_cap_is_labelled_not_converged(tmp_path, monkeypatch):
+    import json
+
+    import training.evaluation.report as report
+    from training.baselines import NOT_CONVERGED, run_sasrec
+    from training.evaluation.summary import main_table
+
+    monkeypatch.setenv("R2END_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(report, "results_dir", lambda: tmp_path / "results")
+    ds = _ds()
+    common = {"hidden": 16, "max_len": 20, "batch_size": 8, "patience": 100}
+    capped = json.loads(run_sasrec(ds, "none", {**common, "max_epochs": 3}).read_text())
+    assert NOT_CONVERGED in capped["notes"] and "max_epochs=3" in capped["notes"]
+    row = next(line for line in main_table(ds.name, tmp_path / "results") if line.startswith("| SASRec-CE"))
+    assert f"({NOT_CONVERGED}: epoch 3)" in row
+
+    converged = json.loads(run_sasrec(ds, "none", {**common, "max_epochs": 30, "patience": 1}).read_text())
+    assert NOT_CONVERGED not in converged["notes"]

@@ -73,6 +73,9 @@ def run_meanpool(ds: PreparedDataset, encoder: str, max_items: int = 8, mask_his
     return write_result(ds, name, test, config={"encoder": encoder, "max_items": max_items}, valid=valid)
 
 
+NOT_CONVERGED = "stopped by the epoch cap, not converged"
+
+
 def run_sasrec(
     ds: PreparedDataset,
     grid_name: str = "small",
@@ -118,6 +121,9 @@ def run_sasrec(
         f"best stopped at epoch {best_trial['best_epoch']} of {best_trial['epochs_run']} "
         f"(patience {best_model.config.patience})"
     )
+    if best_trial["epochs_run"] >= best_model.config.max_epochs and best_trial["epochs_run"] - best_trial["best_epoch"] < best_model.config.patience:
+        notes += f"; {NOT_CONVERGED} at max_epochs={best_model.config.max_epochs} while validation NDCG@10 still improved"
+        notes += " (the checkpoint resumes with a higher cap)"
     name = "sasrec-ce" if cold is None else "sasrec-ce-cold"
     if curve_path is not None:
         plot_curves(trials, curve_path.with_name(f"{name}-curves.png"), f"{name} on {ds.name}: validation NDCG@10 per epoch")

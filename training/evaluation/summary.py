@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from training.baselines import NOT_CONVERGED
 from training.evaluation.bootstrap import paired_bootstrap
 from training.evaluation.report import load_results
 from training.paths import REPO_ROOT
@@ -83,6 +84,8 @@ def main_table(dataset: str, results_root: Path | None = None) -> list[str]:
             continue
         t = r["test"]
         note = " ¹" if r["config"].get("item_text") == "metadata" else ""
+        if NOT_CONVERGED in (r.get("notes") or ""):
+            note += f" ({NOT_CONVERGED}: epoch {r['config']['best']['max_epochs']})"
         lines.append(
             f"| {label}{note} | {t['HR@5']:.4f} | {t['NDCG@5']:.4f} | {t['HR@10']:.4f} | {t['NDCG@10']:.4f} | {t['tail_HR@10']:.4f} "
             f"| {t['coverage@10']:.3f} | {_vs(r, reference)} | `{r['command']}` @ {_commit(r)} |"
@@ -142,6 +145,6 @@ def write_results_md(path: Path | None = None, results_root: Path | None = None)
     text = path.read_text() if path.exists() else f"# Results\n\n{BEGIN}\n{END}\n"
     if BEGIN not in text:
         text = text.rstrip() + "\n\n" + BEGIN + "\n" + END + "\n"
-    text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _m: block, text, flags=re.S)
+    text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _m: block, text, flags=re.DOTALL)
     path.write_text(text)
     return path
