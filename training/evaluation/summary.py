@@ -59,7 +59,8 @@ def _vs(record: dict[str, Any], reference: dict[str, Any] | None, metric: str = 
         return "–"
     test = paired_bootstrap(_per_user(record, metric, users), _per_user(reference, metric, users))
     mark = "" if test["significant"] else " (within noise)"
-    return f"{test['ratio']:.2f}× [{test['ci_low']:+.4f}, {test['ci_high']:+.4f}]{mark}"
+    ratio = f"{test['ratio']:.2f}×" if np.isfinite(test["ratio"]) else "no ratio (SASRec-CE is 0)"
+    return f"{ratio} [{test['ci_low']:+.4f}, {test['ci_high']:+.4f}]{mark}"
 
 
 def _pending_reason(dataset: str, name: str) -> str:
