@@ -85,6 +85,8 @@ def main_table(dataset: str, results_root: Path | None = None) -> list[str]:
             continue
         t = r["test"]
         note = " ¹" if r["config"].get("item_text") == "metadata" else ""
+        if name == "sasrec-ce" and len(r["config"].get("trials", [])) <= 1:
+            label = "SASRec-CE (one configuration, not tuned on this dataset)"
         if NOT_CONVERGED in (r.get("notes") or ""):
             note += f" ({NOT_CONVERGED}: epoch {r['config']['best']['max_epochs']})"
         lines.append(
