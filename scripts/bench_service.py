@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -37,6 +36,7 @@ from index import bundle as B
 from index.catalog import Catalog
 from index.onnx_encoder import OnnxTextEncoder
 from index.verbalize import HistoryEvent, history_text
+from loadtest import procs
 from service.model import pad
 from service.settings import available_cores
 
@@ -133,34 +133,6 @@ async def closed_loop(port: int, bodies: list[bytes], concurrency: int, seconds:
             "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99))}
 
 
-def start_server(bundle: Path, threads: int, workdir: Path, max_wait_ms: float, int8: bool = False) -> tuple[subprocess.Popen, int]:
-    import socket
-
-    import httpx
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("R2END_") or k == "R2END_HOME"}
-    env.update({"PYTHONPATH": str(REPO), "R2END_BUNDLE_PATH": str(bundle), "R2END_PORT": str(port), "R2END_ONNX_THREADS": str(threads),
-                "R2END_ITEM_LOG_PATH": str(workdir / "items.jsonl"), "R2END_LOG_LEVEL": "warning", "R2END_MAX_BATCH_SIZE": "32",
-                "R2END_MAX_WAIT_MS": str(max_wait_ms), "R2END_USE_INT8": "true" if int8 else "false"})
-    process = subprocess.Popen([sys.executable, "-m", "service.main"], cwd=REPO, env=env,
-                               stdout=open(workdir / "server.log", "wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited: {(workdir / 'server.log').read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process, port
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("server did not become ready")
-
-
 def markdown(raw: list[dict], e2e: list[dict], single: dict, manifest: B.Manifest, threads: int, max_wait_ms: float) -> str:
     lines = [
         (f"Bundle `{manifest.bundle_version}` ({manifest.variant}, {manifest.encoder}, {manifest.n_items} items), "
@@ -203,16 +175,14 @@ def main() -> None:
 
     bodies = [json.dumps({"history": h, "k": 10}).encode() for h in histories]
     with tempfile.TemporaryDirectory() as tmp:
-        process, port = start_server(args.bundle, args.threads, Path(tmp), args.max_wait_ms, args.int8)
-        try:
+        server, url = procs.service(args.bundle, Path(tmp), args.int8, args.threads, max_batch_size=32, max_wait_ms=args.max_wait_ms)
+        with server:
+            port = urlsplit(url).port
             asyncio.run(closed_loop(port, bodies, 4, 1.0))  # warm-up
             e2e = [asyncio.run(closed_loop(port, bodies, batch, args.seconds)) for batch in BATCH_SIZES]
             for e in e2e:
                 print(f"e2e concurrency {e['concurrency']}: {e['per_second']:.1f} req/s", file=sys.stderr)
             single = asyncio.run(sequential(port, bodies, args.single_requests))
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
     table = markdown(raw, e2e, single, manifest, args.threads, args.max_wait_ms)
     table = f"User graph: **{'int8' if args.int8 else 'fp32'}**. " + table
     print(table)

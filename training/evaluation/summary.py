@@ -84,7 +84,7 @@ def main_table(dataset: str, results_root: Path | None = None) -> list[str]:
             lines.append(f"| {label} | {_pending_reason(dataset, name)} |||||||| |")
             continue
         t = r["test"]
-        note = " ¹" if r["config"].get("item_text") == "metadata" else ""
+        note = _metadata_mark(r)
         if name == "sasrec-ce" and len(r["config"].get("trials", [])) <= 1:
             label = "SASRec-CE (one configuration, not tuned on this dataset)"
         if NOT_CONVERGED in (r.get("notes") or ""):
@@ -111,14 +111,18 @@ def cold_table(dataset: str, results_root: Path | None = None) -> list[str]:
             continue
         cs, t = r["cold_start"], r["test"]
         cold_users = [u for u in r["per_user_test"]["users"] if u in set(_cold_users(r))]
-        note = " ¹" if r["config"].get("item_text") == "metadata" else ""
         lines.append(
-            f"| {label}{note} | {t['HR@10']:.4f} | {t['NDCG@10']:.4f} | {cs['warm_target']['HR@10']:.4f} | {cs['cold_target']['HR@10']:.4f} "
+            f"| {label}{_metadata_mark(r)} | {t['HR@10']:.4f} | {t['NDCG@10']:.4f} | {cs['warm_target']['HR@10']:.4f} | {cs['cold_target']['HR@10']:.4f} "
             f"| {cs['cold_target']['NDCG@10']:.4f} | {_vs(r, reference, 'HR@10', cold_users) if cold_users else '–'} "
             f"| `{r['command']}` @ {_commit(r)} |"
         )
     lines += ["", METADATA_NOTE, ""]
     return lines
+
+
+def _metadata_mark(record: dict[str, Any]) -> str:
+    """The footnote mark of a row whose items were embedded from metadata only."""
+    return " ¹" if record["config"].get("item_text") == "metadata" else ""
 
 
 def _commit(record: dict[str, Any]) -> str:
