@@ -155,6 +155,7 @@ def teach_run(
     data_dir: Annotated[Optional[Path], typer.Option(help="teacher data folder (default: the repo's data/teacher)")] = None,
     fmt: FormatOpt = None,
     path: PathOpt = None,
+    redo_flagged: Annotated[bool, typer.Option("--redo-flagged", help="generate flagged records again (after a change to the retries)")] = False,
 ) -> None:
     """Generate missing teacher outputs (resumable: cached requests are skipped)."""
     from training.paths import teacher_data_dir
@@ -170,7 +171,7 @@ def teach_run(
         try:
             for kind in [k.strip() for k in kinds.split(",") if k.strip()]:
                 cache = TeacherCache(cache_path(folder, ds.name, kind))
-                summary = await run_tasks(build_tasks(ds, kind), backend, cache, ds.name, limit=limit)
+                summary = await run_tasks(build_tasks(ds, kind), backend, cache, ds.name, limit=limit, redo_flagged=redo_flagged)
                 cache.compact()
                 console.print(f"{kind}: {summary}")
         finally:

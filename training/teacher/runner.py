@@ -2,14 +2,16 @@
 
 Each finished request is appended (fsync'ed) before it is counted as done, so a
 crash or kill -9 loses at most the requests that were in flight. Bad answers get
-one targeted retry (more room if truncated, a firmer instruction if the opening
-is missing); if still bad the record is stored with ``status: "flagged"`` and a
+one targeted retry (more room and a plain-sentences instruction if truncated, a firmer instruction if the opening
+is missing, a second turn asking to continue if the answer stopped after its
+opening sentence); if still bad the record is stored with ``status: "flagged"`` and a
 reason, counted in ``teach status``, and never used for training.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -64,11 +66,40 @@ class RunSummary:
     problems: dict[str, int] = field(default_factory=dict)
 
 
-def _retry_request(task: TeacherTask, problem: str) -> GenerationRequest:
-    if problem == "truncated":
-        return GenerationRequest([{"role": "user", "content": task.prompt}], max_tokens=int(task.template.max_tokens * 1.5), seed=SEED)
+BRIEF_INSTRUCTION = "Answer in plain sentences, not a list, in at most {max_words} words."
+"""Added to the prompt after a truncated answer: more room alone repeats the same loop."""
+
+CONTINUE_INSTRUCTION = (
+    "Continue this paragraph with two or three more sentences (at most {max_words} words in all) "
+    "grounded in the information above. Do not repeat the first sentence."
+)
+"""Second turn after a "too short" answer. The small teacher often writes only the required
+opening sentence and repeats it when asked again firmly; asking it to go on from its own
+sentence does change the outcome. Not part of the cache key: the first request is."""
+
+
+def _retry_request(task: TeacherTask, problem: str, first_text: str = "") -> GenerationRequest:
+    if problem == "truncated":  # seen: numbered lists that repeat one line until the token limit
+        brief = f"{task.prompt}\n" + BRIEF_INSTRUCTION.format(max_words=task.template.max_words)
+        return GenerationRequest([{"role": "user", "content": brief}], max_tokens=int(task.template.max_tokens * 1.5), seed=SEED)
+    if problem == "too short" and first_text:
+        messages = [
+            {"role": "user", "content": task.prompt},
+            {"role": "assistant", "content": first_text},
+            {"role": "user", "content": CONTINUE_INSTRUCTION.format(max_words=task.template.max_words)},
+        ]
+        return GenerationRequest(messages, max_tokens=task.template.max_tokens, seed=SEED)
     firmer = f'{task.prompt}\nBegin your answer with exactly: "{task.template.opening}"'
     return GenerationRequest([{"role": "user", "content": firmer}], max_tokens=task.template.max_tokens, seed=SEED)
+
+
+_SENTENCE_END = re.compile(r"[.!?][\"')]?(?=\s|$)")
+
+
+def _complete_sentences(text: str) -> str:
+    """``text`` up to its last sentence end ('' if it has none)."""
+    ends = list(_SENTENCE_END.finditer(text))
+    return text[: ends[-1].end()] if ends else ""
 
 
 @dataclass
@@ -90,9 +121,16 @@ async def _run_one(task: TeacherTask, backend: TeacherBackend, summary: RunSumma
     if problem is not None:
         summary.retries += 1
         summary.problems[problem] = summary.problems.get(problem, 0) + 1
-        results.append(await backend.generate(_retry_request(task, problem)))
-        text, rewritten = normalise(results[-1].text, task.template)
-        problem = problem_with(text, results[-1].finish_reason, task.template)
+        results.append(await backend.generate(_retry_request(task, problem, text)))
+        finish_reason = results[-1].finish_reason
+        if problem == "too short":  # the second turn continues the first answer
+            continuation, _ = normalise(results[-1].text)
+            if finish_reason == "length":  # keep the continuation's complete sentences
+                continuation, finish_reason = _complete_sentences(continuation), "stop"
+            text = f"{text} {continuation}".strip()
+        else:
+            text, rewritten = normalise(results[-1].text, task.template)
+        problem = problem_with(text, finish_reason, task.template)
     return Outcome(text, problem, results, first_problem, rewritten)
 
 
@@ -124,19 +162,26 @@ def _record(task: TeacherTask, key: str, model_id: str, dataset: str, outcome: O
 
 
 def pending_tasks(
-    tasks: list[TeacherTask], model_id: str, cache: TeacherCache, limit: int | None = None
+    tasks: list[TeacherTask], model_id: str, cache: TeacherCache, limit: int | None = None, redo_flagged: bool = False
 ) -> tuple[list[tuple[TeacherTask, str]], int]:
     """``([(task, key), ...] not yet in the cache, at most limit), number already cached)``.
 
     Two tasks with the same prompt are one request: it is generated (and stored) once.
+    With ``redo_flagged``, a flagged record counts as missing (the new record replaces it;
+    the runner's retries may have improved since it was written).
     """
+
+    def done(key: str) -> bool:
+        record = cache.get(key)
+        return record is not None and not (redo_flagged and record.get("status") != "ok")
+
     todo = [(t, task_key(t, model_id)) for t in tasks]
     unique: dict[str, TeacherTask] = {}
     for t, k in todo:
-        if k not in cache:
+        if not done(k):
             unique.setdefault(k, t)
     pending = [(t, k) for k, t in unique.items()]
-    skipped = sum(k in cache for _, k in todo)
+    skipped = sum(done(k) for _, k in todo)
     return (pending[:limit] if limit is not None else pending), skipped
 
 
@@ -147,10 +192,11 @@ async def run_tasks(
     dataset: str,
     limit: int | None = None,
     show_progress: bool = True,
+    redo_flagged: bool = False,
 ) -> RunSummary:
     """Generate every task not yet in ``cache`` (at most ``limit``), appending as each finishes."""
     summary = RunSummary()
-    pending, summary.skipped_cached = pending_tasks(tasks, backend.model_id, cache, limit)
+    pending, summary.skipped_cached = pending_tasks(tasks, backend.model_id, cache, limit, redo_flagged)
     run_id = uuid.uuid4().hex[:12]
     started = time.perf_counter()
     queue: asyncio.Queue[tuple[TeacherTask, str]] = asyncio.Queue()
