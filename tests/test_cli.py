@@ -1,0 +1,128 @@
+"""The ``r2end`` command: one ``--set`` parser for every command, clean one-line errors, quiet logs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from training.cli.common import parse_sets
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Knobs(BaseModel):
+    hidden: int = 64
+    name: str = "x"
+    cf: dict | None = None
+
+
+def r2end(*args: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """``python -m training.cli ARGS`` in its own process, with an empty R2END_HOME and no R2END_* settings."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("R2END_")}
+    clean.update(PYTHONPATH=str(REPO), R2END_HOME=str(tmp_path / "home"), COLUMNS="60", NO_COLOR="1", **env)
+    return subprocess.run([sys.executable, "-m", "training.cli", *args], cwd=REPO, env=clean, capture_output=True, text=True, timeout=120)
+
+
+# --------------------------------------------------------------------------- the --set parser
+
+
+def test_set_values_are_json_else_strings():
+    assert parse_sets(["hidden=128", "name=foo", 'cf={"design": "history-tower"}', "name=a=b"], Knobs) == {
+        "hidden": 128, "name": "a=b", "cf": {"design": "history-tower"},
+    }
+    assert parse_sets([], Knobs) == {}
+
+
+@pytest.mark.parametrize("item, message", [
+    ("hidden", "--set 'hidden': expected key=value"),
+    ("=3", "--set '=3': expected key=value"),
+    ("hiden=3", "--set hiden: not a Knobs field; known: hidden, name, cf"),
+])
+def test_set_rejects_malformed_items_and_unknown_keys(item, message):
+    with pytest.raises(ValueError) as info:
+        parse_sets([item], Knobs)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("args, key", [
+    (["baseline", "sasrec-ce", "ml-100k", "--set", "name=foo"], "name"),  # used to crash in json.loads
+    (["baseline", "sasrec-ce", "ml-100k", "--set", "hidden=wide"], "hidden"),
+    (["train", "--set", "distill_lr=fast"], "distill_lr"),
+    (["train", "--set", "typo=1"], "typo"),  # used to be ignored silently
+    (["ablations", "--set", "projection_dim"], "projection_dim"),
+])
+def test_every_command_rejects_a_bad_set_naming_the_key(tmp_path, args, key):
+    result = r2end(*args, tmp_path=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output
+    [line] = output.strip().splitlines()
+    assert line.startswith("error: ") and key in line
+
+
+def test_baseline_and_train_parse_set_the_same_way(tmp_path):
+    """The same malformed item gets the same message from both commands (one parser)."""
+    outputs = [r2end(*args, "--set", "hidden", tmp_path=tmp_path) for args in (["baseline", "sasrec-ce", "ml-100k"], ["train"])]
+    assert [o.returncode for o in outputs] == [2, 2]
+    assert outputs[0].stdout == outputs[1].stdout == "error: --set 'hidden': expected key=value\n"
+
+
+def test_config_file_keys_are_checked_like_set(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text('{"projection_dim": 256, "projecton_epochs": 3}')
+    result = r2end("train", "--config-file", str(config), tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout.startswith(f"error: {config}: projecton_epochs: not a R2ENDConfig field; known: dataset, variant,")
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def test_serve_without_a_bundle_is_one_clean_line(tmp_path):
+    result = r2end("serve", tmp_path=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in output
+    assert output.strip().splitlines() == ["r2end serve: invalid settings: R2END_BUNDLE_PATH: Field required"]
+
+
+# --------------------------------------------------------------------------- logging
+
+
+LOG_PROBE = textwrap.dedent("""
+    import logging, sys, warnings
+    from training.cli.common import setup_logging
+    setup_logging(verbose=sys.argv[1] == "verbose")
+    logging.getLogger("training.r2end.pipeline").info("own progress")
+    logging.getLogger("training.export").debug("own detail")
+    logging.getLogger("torch.onnx").warning("exporter note")
+    logging.warning("quantizer pre-processing hint")  # onnxruntime logs on the root logger
+    warnings.warn("widget examples")
+    logging.getLogger("onnxruntime").error("a real failure")
+""")
+
+
+@pytest.mark.parametrize("mode", ["quiet", "verbose"])
+def test_third_party_logs_only_with_verbose(mode):
+    result = subprocess.run([sys.executable, "-c", LOG_PROBE, mode], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200"),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""  # logs go to stderr; stdout is for results
+    shown = {message for message in ("own progress", "own detail", "exporter note", "quantizer pre-processing hint", "widget examples",
+                                     "a real failure") if message in result.stderr}
+    if mode == "quiet":
+        assert shown == {"own progress", "a real failure"}
+    else:
+        assert shown == {"own progress", "own detail", "exporter note", "quantizer pre-processing hint", "widget examples", "a real failure"}
+
+
+def test_verbose_is_a_global_option(tmp_path):
+    assert "--verbose" in r2end("--help", tmp_path=tmp_path).stdout
+    result = r2end("--verbose", "data", "stats", "nope", tmp_path=tmp_path)
+    assert result.returncode == 2 and "unknown dataset 'nope'" in result.stdout

@@ -1,0 +1,172 @@
+"""``r2end teach run | status | compact | run-ray | serve``: the teacher LLM's rationales and item descriptions."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from training.cli.common import DatasetArg, FormatOpt, PathOpt, console, fail, load_dataset
+
+app = typer.Typer(help="Teacher LLM: rationales and item descriptions.", no_args_is_help=True)
+
+KindsOpt = Annotated[str, typer.Option(help="comma-separated, in order: oracle, description, unguided")]
+DataDirOpt = Annotated[Optional[Path], typer.Option(help="teacher data folder (default: the repo's data/teacher)")]
+LimitOpt = Annotated[Optional[int], typer.Option(help="stop after this many new generations per kind")]
+ApiKeyOpt = Annotated[Optional[str], typer.Option(help="bearer token for --endpoint (or R2END_TEACHER_API_KEY)")]
+
+
+def _kinds(kinds: str) -> list[str]:
+    return [k.strip() for k in kinds.split(",") if k.strip()]
+
+
+def _backend(model: str, endpoint: str | None, api_key: str | None, concurrency: int, parallel: int, threads: int | None = None):
+    """The OpenAI-compatible HTTP backend for ``endpoint``, else a local llama.cpp server."""
+    if endpoint:
+        from training.teacher.backends.openai_http import OpenAIHTTPBackend
+
+        return OpenAIHTTPBackend(endpoint, model, api_key=api_key or os.environ.get("R2END_TEACHER_API_KEY"), concurrency=concurrency)
+    from training.teacher.backends.llamacpp import LlamaCppSettings, LocalLlamaCppBackend
+
+    settings = LlamaCppSettings(n_parallel=parallel) if threads is None else LlamaCppSettings(n_parallel=parallel, n_threads=threads)
+    return LocalLlamaCppBackend(model, settings)
+
+
+@app.command("run")
+def teach_run(
+    dataset: DatasetArg,
+    kinds: KindsOpt = "oracle,description,unguided",
+    model: Annotated[str, typer.Option(help="registered model name or .gguf path; with --endpoint, the served model name")] = "qwen2.5-coder-1.5b",
+    endpoint: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL; default: a local llama.cpp server")] = None,
+    api_key: ApiKeyOpt = None,
+    concurrency: Annotated[int, typer.Option(help="requests in flight for --endpoint")] = 4,
+    parallel: Annotated[int, typer.Option(help="llama.cpp slots for the local server")] = 4,
+    threads: Annotated[Optional[int], typer.Option(help="llama.cpp threads for the local server (default: all cores)")] = None,
+    limit: LimitOpt = None,
+    data_dir: DataDirOpt = None,
+    fmt: FormatOpt = None,
+    path: PathOpt = None,
+    redo_flagged: Annotated[bool, typer.Option("--redo-flagged", help="generate flagged records again (after a change to the retries)")] = False,
+) -> None:
+    """Generate missing teacher outputs (resumable: cached requests are skipped)."""
+    from training.paths import teacher_data_dir
+    from training.teacher.cache import TeacherCache
+    from training.teacher.runner import cache_path, run_tasks
+    from training.teacher.tasks import build_tasks
+
+    ds = load_dataset(dataset, fmt, path)
+    folder = data_dir or teacher_data_dir()
+    backend = _backend(model, endpoint, api_key, concurrency, parallel, threads)
+
+    async def go() -> None:
+        try:
+            for kind in _kinds(kinds):
+                cache = TeacherCache(cache_path(folder, ds.name, kind))
+                summary = await run_tasks(build_tasks(ds, kind), backend, cache, ds.name, limit=limit, redo_flagged=redo_flagged)
+                cache.compact()
+                console.print(f"{kind}: {summary}")
+        finally:
+            await backend.aclose()
+
+    asyncio.run(go())
+
+
+@app.command("status")
+def teach_status(
+    dataset: DatasetArg,
+    model: str = "qwen2.5-coder-1.5b",
+    data_dir: DataDirOpt = None,
+    fmt: FormatOpt = None,
+    path: PathOpt = None,
+) -> None:
+    """Done/total, token rates and an ETA per kind of teacher output."""
+    from training.paths import teacher_data_dir
+    from training.teacher.cache import TeacherCache
+    from training.teacher.runner import cache_path
+    from training.teacher.status import kind_status
+    from training.teacher.tasks import KINDS, build_tasks
+
+    ds = load_dataset(dataset, fmt, path)
+    folder = data_dir or teacher_data_dir()
+    table = Table(title=f"teacher data for {ds.name} ({model}) in {folder / ds.name}")
+    for column in ("kind", "done/total", "ok", "flagged", "stale", "prompt tok/s", "gen tok/s", "s/record", "ETA"):
+        table.add_column(column, justify="right")
+
+    def rate(value: float | None) -> str:
+        return f"{value:.1f}" if value is not None else "-"
+
+    for kind in KINDS:
+        status = kind_status(kind, build_tasks(ds, kind), TeacherCache(cache_path(folder, ds.name, kind)), model)
+        eta = status.eta_s
+        table.add_row(
+            kind, f"{status.done}/{status.total}", str(status.ok), str(status.flagged), str(status.stale),
+            rate(status.prompt_tok_s), rate(status.gen_tok_s), rate(status.wall_s_per_record),
+            "done" if status.pending == 0 else (f"{eta / 3600:.1f} h" if eta is not None else "-"),
+        )
+    console.print(table)
+
+
+@app.command("compact")
+def teach_compact(dataset: str, data_dir: DataDirOpt = None) -> None:
+    """Rewrite the cache files sorted by key (the committed form)."""
+    from training.paths import teacher_data_dir
+    from training.teacher.cache import TeacherCache
+
+    for path in sorted(((data_dir or teacher_data_dir()) / dataset).glob("*.jsonl")):
+        console.print(f"{path}: {TeacherCache(path).compact()} records")
+
+
+@app.command("run-ray")
+def teach_run_ray(
+    dataset: DatasetArg,
+    endpoint: Annotated[str, typer.Option(help="OpenAI-compatible base URL (vLLM, llama.cpp server, hosted API)")],
+    kinds: KindsOpt = "oracle,description,unguided",
+    model: Annotated[str, typer.Option(help="the served model name (part of the cache key)")] = "qwen2.5-coder-1.5b",
+    api_key: ApiKeyOpt = None,
+    actors: Annotated[int, typer.Option(help="Ray actors, each with its own HTTP client")] = 2,
+    requests_per_actor: Annotated[int, typer.Option(help="requests each actor keeps in flight (= batch size)")] = 4,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: a local Ray instance)")] = None,
+    limit: LimitOpt = None,
+    data_dir: DataDirOpt = None,
+    fmt: FormatOpt = None,
+    path: PathOpt = None,
+) -> None:
+    """Like `teach run --endpoint`, with the requests spread over Ray Data actors (needs the `scale` extra)."""
+    try:
+        from training.teacher.ray_pipeline import RaySettings, ensure_ray, run_tasks_ray
+    except ImportError as exc:
+        fail(f"{exc}: install the scale extra (pip install 'ray[data]>=2.40,<3')")
+    from training.paths import teacher_data_dir
+    from training.teacher.cache import TeacherCache
+    from training.teacher.runner import cache_path
+    from training.teacher.tasks import build_tasks
+
+    ds = load_dataset(dataset, fmt, path)
+    folder = data_dir or teacher_data_dir()
+    settings = RaySettings(
+        endpoint=endpoint, model=model, api_key=api_key or os.environ.get("R2END_TEACHER_API_KEY"),
+        actors=actors, requests_per_actor=requests_per_actor,
+    )
+    ensure_ray(ray_address)
+    for kind in _kinds(kinds):
+        cache = TeacherCache(cache_path(folder, ds.name, kind))
+        summary = run_tasks_ray(build_tasks(ds, kind), settings, cache, ds.name, limit=limit)
+        cache.compact()
+        console.print(f"{kind}: {summary}")
+
+
+@app.command("serve")
+def teach_serve(
+    model: str = "qwen2.5-coder-1.5b",
+    port: int = 8088,
+    parallel: int = 4,
+    threads: Annotated[Optional[int], typer.Option(help="llama.cpp threads (default: all cores)")] = None,
+) -> None:
+    """Serve a local GGUF model on 127.0.0.1 with an OpenAI-compatible API."""
+    from training.teacher.server import main
+
+    main(["--model", model, "--port", str(port), "--parallel", str(parallel)] + (["--threads", str(threads)] if threads else []))
