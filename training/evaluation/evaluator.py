@@ -2,7 +2,10 @@
 
 A model plugs in by implementing :class:`Scorer`: given users' histories (item
 rows with timestamps) it returns a score for every item. Items already in the
-input history are masked by default (``mask_history``), and every report says so.
+input history are masked by default (``mask_history``), and every report says so;
+the target itself is never masked, even if it also occurs in the history. Non-finite
+scores are handled by :mod:`training.evaluation.metrics` (never a hit); a row of
+NaN only is an error.
 """
 
 from __future__ import annotations
@@ -75,6 +78,11 @@ def evaluate(
         scores = np.asarray(model.score(ds, batch, histories), dtype=np.float64)
         if scores.shape != (len(batch), ds.n_items):
             raise ValueError(f"{model.name} returned scores of shape {scores.shape}, expected {(len(batch), ds.n_items)}")
+        empty = np.isnan(scores).all(axis=1)
+        if empty.any():
+            first = batch[int(np.flatnonzero(empty)[0])]
+            raise ValueError(f"{model.name} returned only NaN scores for {int(empty.sum())} of {len(batch)} users "
+                             f"(first: user {ds.users[first]!r}, stage {stage}); a model that scores nothing is broken, not evaluated")
         if mask_history:
             for row, history in enumerate(histories):
                 seen = [item for item, _ in history if item != targets[row]]

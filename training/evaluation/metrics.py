@@ -5,18 +5,37 @@ For a user, let ``g`` be the number of items scored strictly above the target an
 random, the target's 0-based position is uniform on ``g..g+t``; HR@K and NDCG@K
 below are the exact expectations. A model that scores everything equal therefore
 gets chance-level numbers, neither 0 nor 1.
+
+Non-finite scores never help a model: a target scored NaN, +inf or -inf is a miss
+(comparisons with NaN are all false, so without this rule a NaN target had no item
+above it and counted as a hit), and any other item scored NaN counts as ranked above
+the target. Rows scored NaN everywhere are refused by the evaluator (a broken model,
+not a bad ranking).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+BELOW_EVERY_CUTOFF = np.iinfo(np.int64).max // 4
+"""``greater`` of a row that is a miss at every cut-off (a non-finite target score)."""
+
 
 def greater_and_ties(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: items scoring above the target, and items tied with it (target excluded)."""
-    target_scores = scores[np.arange(len(targets)), targets][:, None]
-    greater = (scores > target_scores).sum(axis=1)
+    """Per row: items ranked above the target, and items tied with it (target excluded).
+
+    A row whose target score is not finite gets ``greater = BELOW_EVERY_CUTOFF`` and no
+    ties, so that every cut-off counts it as a miss.
+    """
+    rows = np.arange(len(targets))
+    target_scores = scores[rows, targets][:, None]
+    above = (scores > target_scores) | np.isnan(scores)
+    above[rows, targets] = False
+    greater = above.sum(axis=1)
     ties = (scores == target_scores).sum(axis=1) - 1
+    invalid = ~np.isfinite(target_scores[:, 0])
+    greater[invalid] = BELOW_EVERY_CUTOFF
+    ties[invalid] = 0
     return greater, ties
 
 

@@ -54,8 +54,25 @@ def _per_user(record: dict[str, Any], metric: str, users: list[int] | None = Non
     return values[[index[u] for u in users]]
 
 
+class SplitMismatch(ValueError):
+    """Two result files to be compared user by user were made on different splits."""
+
+
+def check_same_split(record: dict[str, Any], reference: dict[str, Any]) -> None:
+    """Refuse a paired comparison across splits: user u is then not the same user with the same target."""
+    if record.get("split_hash") != reference.get("split_hash"):
+        raise SplitMismatch(
+            f"cannot compare {record['dataset']}/{record['model']}.json (split {str(record.get('split_hash'))[:12]}) with "
+            f"{reference['dataset']}/{reference['model']}.json (split {str(reference.get('split_hash'))[:12]}): different splits; "
+            f"re-run the older one on the current data"
+        )
+
+
 def _vs(record: dict[str, Any], reference: dict[str, Any] | None, metric: str = "NDCG@10", users: list[int] | None = None) -> str:
-    if reference is None or record is reference or record["per_user_test"].get("users") != reference["per_user_test"].get("users"):
+    if reference is None or record is reference:
+        return "–"
+    check_same_split(record, reference)
+    if record["per_user_test"].get("users") != reference["per_user_test"].get("users"):
         return "–"
     test = paired_bootstrap(_per_user(record, metric, users), _per_user(reference, metric, users))
     mark = "" if test["significant"] else " (within noise)"

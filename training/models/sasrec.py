@@ -92,6 +92,18 @@ def _left_pad(rows: Sequence[Sequence[int]], length: int) -> torch.Tensor:
     return batch
 
 
+def next_item_loss(net: SASRecNet, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Mean full-softmax cross-entropy over the non-padding positions of a batch, and their number.
+
+    ``inputs`` are left-padded item sequences (rows + 1, 0 = padding) and ``labels`` the
+    next item row at each position (-1 = padding): exactly what the model trains on.
+    """
+    hidden = net(inputs)
+    keep = labels >= 0
+    logits = net.item_logits(hidden[keep])
+    return nn.functional.cross_entropy(logits, labels[keep]), int(keep.sum())
+
+
 class SASRec:
     """Train with :meth:`fit`, then score histories for the shared evaluator."""
 
@@ -147,16 +159,12 @@ class SASRec:
             total, count = 0.0, 0
             for start in range(0, len(order), cfg.batch_size):
                 idx = order[start : start + cfg.batch_size]
-                hidden = self.net(inputs[idx])
-                target = labels[idx]
-                keep = target >= 0
-                logits = self.net.item_logits(hidden[keep])
-                loss = nn.functional.cross_entropy(logits, target[keep])
+                loss, n = next_item_loss(self.net, inputs[idx], labels[idx])
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
-                total += loss.item() * int(keep.sum())
-                count += int(keep.sum())
+                total += loss.item() * n
+                count += n
             metrics = validate(self)
             entry = {"epoch": epoch, "loss": round(total / max(count, 1), 5), "seconds": round(time.perf_counter() - started, 2)}
             entry.update({f"valid_{k}": round(v, 5) for k, v in metrics.items() if k in ("HR@10", "NDCG@10")})
