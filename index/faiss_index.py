@@ -55,9 +55,13 @@ class ItemIndex:
         return self.index.ntotal
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` ``(scores, rows)`` per query; rows are -1 where fewer than ``k`` exist."""
+        """Top-``k`` ``(scores, rows)`` per query; rows are -1 where fewer than ``k`` exist.
+
+        ``queries`` must already be L2-normalised (the bundle's user graph ends with a
+        normalisation), so scores are cosines; normalising again would only copy them.
+        """
         k = max(1, min(k, self.size))
-        return self.index.search(normalise(queries), k)
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
     def upsert(self, row: int, vector: np.ndarray) -> None:
         """Add or replace one item vector (exact index only; HNSW cannot remove)."""
@@ -84,7 +88,8 @@ class ItemIndex:
 
 
 def recall_at_k(approx: ItemIndex, exact: ItemIndex, queries: np.ndarray, k: int = 10) -> float:
-    """Mean share of the exact top-k that the approximate index also returns."""
+    """Mean share of the exact top-k that the approximate index also returns (``queries`` normalised here)."""
+    queries = normalise(queries)
     _, exact_rows = exact.search(queries, k)
     _, approx_rows = approx.search(queries, k)
     hits = [len(set(a) & set(e)) / k for a, e in zip(approx_rows.tolist(), exact_rows.tolist())]

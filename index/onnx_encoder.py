@@ -1,17 +1,46 @@
 """Text -> vector with a bundle's tokenizer and ONNX graph (no torch): shared by the service and
 by offline checks of exported bundles. ``onnxruntime`` and ``tokenizers`` are imported lazily
-so that ``index`` itself stays light."""
+so that ``index`` itself stays light.
+
+Tokenising and running are separate steps (:class:`TextEncoder`) so that a caller can group
+token sequences of similar length before running them; :func:`pad` is the one padding rule.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 
+class TextEncoder(Protocol):
+    """What a batcher needs from an encoder: unpadded token ids, then vectors for a group of them."""
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text (truncated to the model's length), not padded."""
+        ...
+
+    def run(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """One vector per token sequence (one model run for all of them)."""
+        ...
+
+
+def pad(token_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(input_ids, attention_mask)`` int64, right-padded with 0 to the longest sequence (the mask hides the padding)."""
+    width = max(1, max((len(ids) for ids in token_ids), default=0))
+    ids = np.zeros((len(token_ids), width), dtype=np.int64)
+    mask = np.zeros((len(token_ids), width), dtype=np.int64)
+    for row, seq in enumerate(token_ids):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
 class OnnxTextEncoder:
-    """Tokenise (truncate to ``max_length``, pad to the longest in the batch) and run one ONNX session."""
+    """A bundle's tokenizer (truncating to ``max_length``) and one ONNX session; a :class:`TextEncoder`."""
 
     def __init__(self, onnx_path: Path, tokenizer_path: Path, max_length: int = 256, threads: int | None = None):
         import onnxruntime as ort
@@ -30,23 +59,20 @@ class OnnxTextEncoder:
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.output_dim = int(self.session.get_outputs()[0].shape[-1])
 
-    def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """``(input_ids, attention_mask)`` int64 arrays padded to the longest text."""
-        encodings = self.tokenizer.encode_batch(texts)
-        width = max(len(e.ids) for e in encodings)
-        ids = np.zeros((len(texts), width), dtype=np.int64)
-        mask = np.zeros((len(texts), width), dtype=np.int64)
-        for row, encoding in enumerate(encodings):
-            ids[row, : len(encoding.ids)] = encoding.ids
-            mask[row, : len(encoding.ids)] = 1
-        return ids, mask
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text, truncated to ``max_length``, not padded."""
+        return [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts))]
 
-    def run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """The graph's output for already tokenised input."""
+    def run(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """The graph's output for already tokenised input, padded with :func:`pad` (one ONNX run)."""
+        return self.run_padded(*pad(token_ids))
+
+    def run_padded(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """``session.run`` alone, on arrays :func:`pad` made (benchmarks time just this)."""
         return self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors for ``texts`` (one ONNX run)."""
         if not texts:
             return np.zeros((0, self.output_dim), dtype=np.float32)
-        return self.run(*self.tokenize(texts))
+        return self.run(self.tokenize(texts))

@@ -34,10 +34,9 @@ sys.path.insert(0, str(REPO))
 
 from index import bundle as B
 from index.catalog import Catalog
-from index.onnx_encoder import OnnxTextEncoder
+from index.onnx_encoder import OnnxTextEncoder, pad
 from index.verbalize import HistoryEvent, history_text
 from loadtest import procs
-from service.model import pad
 from service.settings import available_cores
 
 BATCH_SIZES = (1, 8, 32)
@@ -65,12 +64,12 @@ def texts_of(histories: list[list[dict]], catalog: Catalog, manifest: B.Manifest
 
 def bench_raw(encoder: OnnxTextEncoder, texts: list[str], batch: int, seconds: float) -> dict:
     """Histories per second through ``session.run`` alone (tokenised and padded beforehand)."""
-    tokens = [e.ids for e in encoder.tokenizer.encode_batch(texts)]
+    tokens = encoder.tokenize(texts)
     batches = [pad(tokens[i : i + batch]) for i in range(0, len(tokens) - batch + 1, batch)]
-    encoder.run(*batches[0])  # warm-up
+    encoder.run_padded(*batches[0])  # warm-up
     done, n, started = 0, 0, time.perf_counter()
     while time.perf_counter() - started < seconds or n < 3:
-        encoder.run(*batches[n % len(batches)])
+        encoder.run_padded(*batches[n % len(batches)])
         done += batch
         n += 1
     elapsed = time.perf_counter() - started

@@ -17,7 +17,7 @@ from service.routes import admin, health, items, recommend
 from service.runtime import Runtime
 from service.settings import ServiceSettings
 
-log = logging.getLogger("r2end.service")
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """R2END online recommender: a user's history is verbalised, encoded by the distilled
 student encoder (ONNX Runtime) and matched against the item index (FAISS). No LLM runs here.

@@ -3,9 +3,9 @@
 Requests enter a bounded queue (``queue_size``; full -> :class:`QueueFull`, answered 503 +
 Retry-After at once). One worker takes up to ``max_batch_size`` jobs, waiting at most
 ``max_wait_ms`` after the oldest job arrived, and runs them in a single encode thread:
-tokenise all texts, group them by model (a job keeps the model it was admitted with, so a
-reload never mixes models in one request) and by token length (see :func:`length_groups`),
-and run one ONNX batch per group. The encode thread is single: ONNX Runtime already uses
+tokenise all texts, group them by encoder (a job keeps the encoder of the model it was
+admitted with, so a reload never mixes models in one request) and by token length (see
+:func:`length_groups`), and run one ONNX batch per group. The encode thread is single: ONNX Runtime already uses
 every core inside one run, so two concurrent runs would only fight over them.
 """
 
@@ -18,13 +18,13 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from index.onnx_encoder import TextEncoder
 from service.metrics import ServiceMetrics
 
-log = logging.getLogger("r2end.service")
+log = logging.getLogger(__name__)
 
 
 class QueueFull(Exception):
@@ -37,7 +37,7 @@ class BatcherStopped(Exception):
 
 @dataclass(eq=False)
 class _Job:
-    model: Any  # ServingModel (duck-typed: tokenize, encode_tokens)
+    encoder: TextEncoder
     text: str
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
@@ -104,22 +104,22 @@ class MicroBatcher:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
-    def submit(self, model: Any, texts: Sequence[str]) -> list[asyncio.Future]:
+    def submit(self, encoder: TextEncoder, texts: Sequence[str]) -> list[asyncio.Future]:
         """Admit all of ``texts`` or none (:class:`QueueFull`)."""
         if self._wakeup is None:
             raise BatcherStopped("the batcher is not running")
         if len(self._pending) + len(texts) > self.queue_size:
             raise QueueFull(f"{len(self._pending)} encodes waiting; the queue holds {self.queue_size}")
         loop = asyncio.get_running_loop()
-        jobs = [_Job(model, text, loop.create_future()) for text in texts]
+        jobs = [_Job(encoder, text, loop.create_future()) for text in texts]
         self._pending.extend(jobs)
         self.metrics.queue_pending.set(len(self._pending))
         self._wakeup.set()
         return [job.future for job in jobs]
 
-    async def encode(self, model: Any, texts: Sequence[str]) -> np.ndarray:
-        """User vectors for ``texts`` (one row each), computed with ``model``."""
-        futures = self.submit(model, texts)
+    async def encode(self, encoder: TextEncoder, texts: Sequence[str]) -> np.ndarray:
+        """Vectors for ``texts`` (one row each), computed with ``encoder``."""
+        futures = self.submit(encoder, texts)
         try:
             return np.stack(await asyncio.gather(*futures))
         except asyncio.CancelledError:
@@ -167,16 +167,16 @@ class MicroBatcher:
                     job.future.set_result(outcome)
 
     def _encode(self, jobs: list[_Job]) -> list[np.ndarray | Exception]:
-        """In the encode thread: tokenise, group by model and length, run ONNX per group.
+        """In the encode thread: tokenise, group by encoder and length, run ONNX per group.
 
         A failure is confined to the job that caused it: a failing group is retried one job
         at a time, so one poisonous input never fails the other requests it was batched with.
         """
         results: list[np.ndarray | Exception | None] = [None] * len(jobs)
-        by_model: dict[int, list[int]] = {}
+        by_encoder: dict[int, list[int]] = {}
         for position, job in enumerate(jobs):
-            by_model.setdefault(id(job.model), []).append(position)
-        for positions in by_model.values():
+            by_encoder.setdefault(id(job.encoder), []).append(position)
+        for positions in by_encoder.values():
             try:
                 self._encode_group(jobs, positions, results)
             except Exception as exc:
@@ -194,13 +194,13 @@ class MicroBatcher:
         return results  # type: ignore[return-value]
 
     def _encode_group(self, jobs: list[_Job], positions: list[int], results: list) -> None:
-        model = jobs[positions[0]].model
+        encoder = jobs[positions[0]].encoder
         started = time.perf_counter()
-        tokens = model.tokenize([jobs[p].text for p in positions])
+        tokens = encoder.tokenize([jobs[p].text for p in positions])
         self.metrics.tokenize_seconds.observe(time.perf_counter() - started)
         for group in length_groups([len(t) for t in tokens]):
             started = time.perf_counter()
-            vectors = model.encode_tokens([tokens[g] for g in group])
+            vectors = encoder.run([tokens[g] for g in group])
             self.metrics.encode_seconds.labels(encoder="user").observe(time.perf_counter() - started)
             for g, vector in zip(group, vectors):
                 results[positions[g]] = vector

@@ -33,4 +33,3 @@ def require_admin(
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]

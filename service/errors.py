@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.metrics import ServiceMetrics
 
-log = logging.getLogger("r2end.service")
+log = logging.getLogger(__name__)
 
 Loc = Sequence[str | int]
 

@@ -18,7 +18,7 @@ from typing import Literal
 
 from index.catalog import ItemMeta
 
-log = logging.getLogger("r2end.service")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
 """A loaded bundle ready to serve: the user/item ONNX encoders, the FAISS index and the live catalogue.
 
 The request path is split so the batcher can run the expensive part for many users at once:
-:meth:`ServingModel.history_text` (verbalise, cheap) -> :meth:`tokenize` + :meth:`encode_tokens`
-(batched, in the encode thread) -> :meth:`search`. FAISS must not search while items are
+:meth:`ServingModel.history_text` (verbalise, cheap) -> ``user_encoder`` (a
+:class:`~index.onnx_encoder.TextEncoder`, batched in the encode thread) -> :meth:`add_history`
+-> :meth:`search`. FAISS must not search while items are
 added or removed, so searches and mutations take the same lock (searches are short).
 """
 
@@ -26,7 +27,8 @@ from index.verbalize import HistoryEvent, history_text, item_document
 from service.live_catalog import LiveCatalog
 from service.settings import ServiceSettings
 
-log = logging.getLogger("r2end.service")
+log = logging.getLogger(__name__)
+UNIT_NORM_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,14 +93,6 @@ class ServingModel:
         """H_u with the bundle's verbaliser settings (the same function training used)."""
         verbaliser = self.manifest.verbaliser
         return history_text(events, items.__getitem__, verbaliser.max_items, verbaliser.window_days)
-
-    def tokenize(self, texts: list[str]) -> list[list[int]]:
-        """Token ids per text (truncated to the bundle's max_seq_length)."""
-        return [encoding.ids for encoding in self.user_encoder.tokenizer.encode_batch(texts)]
-
-    def encode_tokens(self, token_ids: Sequence[list[int]]) -> np.ndarray:
-        """User vectors z_u for already tokenised texts (padded to the longest; one ONNX run)."""
-        return self.user_encoder.run(*pad(token_ids))
 
     def add_history(self, vectors: np.ndarray, history_rows: Sequence[Sequence[int]]) -> np.ndarray:
         """R2END+CF: z_u = norm(z_text + collaborative term of the history); unchanged for the paper's R2END.
@@ -195,21 +189,10 @@ class ServingModel:
         texts = self.warmup_texts()
         for text in texts:
             for batch in batch_sizes:
-                vectors = self.encode_tokens(self.tokenize([text] * batch))
+                vectors = self.user_encoder.encode([text] * batch)
         self.search(vectors[:1], [10], [frozenset()])
         self.embed_items(list(self.catalog)[:1])
         return time.perf_counter() - started
-
-
-def pad(token_ids: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """``(input_ids, attention_mask)`` int64, right-padded with 0 to the longest sequence."""
-    width = max(1, max(len(ids) for ids in token_ids))
-    ids = np.zeros((len(token_ids), width), dtype=np.int64)
-    mask = np.zeros((len(token_ids), width), dtype=np.int64)
-    for row, seq in enumerate(token_ids):
-        ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
-    return ids, mask
 
 
 def _history_tower(path: Path, tower: B.HistoryTower, threads: int) -> Any:
@@ -233,4 +216,7 @@ def _encoder(onnx_path: Path, tokenizer_path: Path, manifest: B.Manifest, thread
         raise B.BundleError(f"{onnx_path}: cannot be loaded ({type(exc).__name__}: {str(exc)[:300]})") from exc
     if encoder.output_dim != manifest.output_dim:
         raise B.BundleError(f"{onnx_path}: outputs dim {encoder.output_dim}, manifest says {manifest.output_dim}")
+    norm = float(np.linalg.norm(encoder.encode(["unit-norm check"])[0]))
+    if abs(norm - 1.0) > UNIT_NORM_TOLERANCE:  # the index ranks by inner product and does not normalise queries
+        raise B.BundleError(f"{onnx_path}: outputs vectors of norm {norm:.4f}; the graph must end with an L2 normalisation")
     return encoder

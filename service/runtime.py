@@ -1,4 +1,5 @@
-"""The service's state: which model is served, loading and hot reload, live item changes.
+"""The service's state: which model is served, loading and hot reload, live item changes, and the
+one entry point of the recommendation routes (:meth:`Runtime.recommend`).
 
 A reload loads the new bundle *beside* the old one (the old keeps serving), replays the
 item log into it, warms it up and swaps the reference in one assignment. Requests hold the
@@ -24,10 +25,12 @@ from service.errors import ServiceError, Unavailable
 from service.item_log import ItemChangeRecord, ItemLog, fold
 from service.metrics import ServiceMetrics
 from service.model import ServingModel
-from service.schemas import BundleInfo
+from service.query import build_query
+from service.recommender import Recommender
+from service.schemas import BatchRecommendRequest, BundleInfo, RecommendRequest, RecommendResponse
 from service.settings import ServiceSettings
 
-log = logging.getLogger("r2end.service")
+log = logging.getLogger(__name__)
 REPLAY_BATCH = 32
 
 
@@ -79,6 +82,7 @@ class Runtime:
         assert settings.item_log_path is not None
         self.item_log = ItemLog(settings.item_log_path)
         self.batcher = MicroBatcher(metrics, settings.max_batch_size, settings.max_wait_ms, settings.queue_size)
+        self.recommender = Recommender(self.batcher, metrics, settings.retry_after_seconds)
         self.on_fatal: Callable[[], None] = _terminate_self
         self._reload_lock: asyncio.Lock | None = None
         self._items_lock: asyncio.Lock | None = None
@@ -108,6 +112,23 @@ class Runtime:
         if model is None:
             raise Unavailable(f"no model is being served yet (state: {self.state})", "not_ready", self.settings.retry_after_seconds)
         return model
+
+    # ---- recommendations -------------------------------------------------------------------------
+    async def recommend(self, request: RecommendRequest) -> RecommendResponse:
+        """``POST /recommend``: one user's top-k with the model served now."""
+        model = self.require_model()
+        [result] = await self.recommender.recommend(model, [build_query(request, model, self.settings, ("body",))])
+        return result
+
+    async def recommend_batch(self, batch: BatchRecommendRequest) -> list[RecommendResponse]:
+        """``POST /recommend/batch``: every user of the batch with the same model, encoded together."""
+        limit = self.settings.max_batch_users
+        if len(batch.requests) > limit:
+            raise ServiceError(422, f"{len(batch.requests)} requests; at most {limit} (R2END_MAX_BATCH_USERS)", ("body", "requests"),
+                               "batch_too_large")
+        model = self.require_model()
+        queries = [build_query(request, model, self.settings, ("body", "requests", n)) for n, request in enumerate(batch.requests)]
+        return await self.recommender.recommend(model, queries)
 
     async def _initial_load(self) -> None:
         try:

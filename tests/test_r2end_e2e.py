@@ -147,9 +147,9 @@ def test_cf_bundle_serves_what_training_scored(trained, tmp_path, design):
     histories = [ds.example(u, "test")[0] for u in users]
     expected = cf.score(ds, users, histories)
     texts = [serving.history_text([HistoryEvent(ds.catalog.at(r).item_id, t) for r, t in h], {i.item_id: i for i in ds.catalog}) for h in histories]
-    vectors = serving.add_history(serving.encode_tokens(serving.tokenize(texts)), [[r for r, _ in h] for h in histories])
+    vectors = serving.add_history(serving.user_encoder.encode(texts), [[r for r, _ in h] for h in histories])
     served = vectors @ np.load(bundle_dir / B.ITEM_VECTORS).T
     assert np.abs(served - expected).max() < 1e-4
     if design != "item-residual":
-        text_only = serving.encode_tokens(serving.tokenize(texts)) @ np.load(bundle_dir / B.ITEM_VECTORS).T
+        text_only = serving.user_encoder.encode(texts) @ np.load(bundle_dir / B.ITEM_VECTORS).T
         assert np.abs(text_only - expected).max() > 1e-3, "the collaborative term should change the scores"

@@ -45,7 +45,7 @@ def test_length_groups_split_short_from_long_and_keep_similar_together():
 
 
 class FakeModel:
-    """Token ids = one per word; the 'vector' is (model tag, number of words)."""
+    """A TextEncoder: token ids = one per word; the 'vector' is (model tag, number of words)."""
 
     def __init__(self, tag: float, delay: float = 0.0):
         self.tag, self.delay, self.runs = tag, delay, []
@@ -53,7 +53,7 @@ class FakeModel:
     def tokenize(self, texts):
         return [list(range(len(t.split()))) for t in texts]
 
-    def encode_tokens(self, token_ids):
+    def run(self, token_ids):
         time.sleep(self.delay)
         self.runs.append(len(token_ids))
         return np.array([[self.tag, len(ids)] for ids in token_ids], dtype=np.float32)
@@ -84,7 +84,7 @@ def test_batcher_batches_keeps_models_apart_and_refuses_when_full():
 
 def test_batcher_survives_a_failing_model_and_cancelled_requests():
     class Broken(FakeModel):
-        def encode_tokens(self, token_ids):
+        def run(self, token_ids):
             raise RuntimeError("onnx exploded")
 
     async def scenario():
