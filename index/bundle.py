@@ -3,7 +3,8 @@
 Layout::
 
     manifest.json          schema version, variant, encoder, dims, dataset, split hash,
-                           git commit, metrics, config, sha256 of every other file
+                           git commit, the verbaliser (history -> text), metrics, config,
+                           sha256 of every other file
     catalog.jsonl          item metadata in row order (row i = item_vectors[i])
     item_vectors.npy       projected, L2-normalised item vectors z_i (float32)
     item_index.faiss       FAISS index over item_vectors (ids = rows)
@@ -26,6 +27,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
+from index.verbalize import Verbaliser
+
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 CATALOG = "catalog.jsonl"
@@ -42,13 +45,6 @@ REQUIRED_FILES = (CATALOG, ITEM_VECTORS, ITEM_INDEX, USER_ONNX, ITEM_ONNX, TOKEN
 
 class BundleError(ValueError):
     """A bundle that must not be served; the message says which file and why."""
-
-
-class VerbaliserSettings(BaseModel):
-    """How histories are turned into text (must match training)."""
-
-    max_items: int = 8
-    window_days: int | None = 60
 
 
 class HistoryTower(BaseModel):
@@ -82,7 +78,7 @@ class Manifest(BaseModel):
     git_commit: str
     created: str
     n_items: int
-    verbaliser: VerbaliserSettings = VerbaliserSettings()
+    verbaliser: Verbaliser = Field(description="the training config's verbaliser: every reader builds H_u with it")
     metrics: dict[str, Any] = {}
     config: dict[str, Any] = {}
     history_tower: HistoryTower | None = None

@@ -1,9 +1,9 @@
 """Turn items and histories into text: the one verbaliser used by training and serving.
 
-The history rule follows the paper's appendix E: up to the ``max_items`` most
-recent interactions within ``window_days`` before the reference time, else the
-single most recent interaction. Each line carries the date and the item's
-metadata (title, year, categories/genres, brand).
+The history rule (:class:`Verbaliser`) follows the paper's appendix E: up to the
+``max_items`` most recent interactions within ``window_days`` before the reference
+time, else the single most recent interaction. Each line carries the date and the
+item's metadata (title, year, categories/genres, brand).
 
 The reference time is the most recent history timestamp unless given. Using
 the history's own clock (not the target's timestamp) keeps training,
@@ -16,12 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from index.catalog import ItemMeta
 
 SECONDS_PER_DAY = 86_400
-DEFAULT_MAX_ITEMS = 8
-DEFAULT_WINDOW_DAYS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,50 +46,54 @@ def item_text(item: ItemMeta) -> str:
     return "; ".join(parts)
 
 
-def select_history(
-    events: Sequence[HistoryEvent],
-    max_items: int = DEFAULT_MAX_ITEMS,
-    window_days: int | None = DEFAULT_WINDOW_DAYS,
-    reference_time: int | None = None,
-) -> list[HistoryEvent]:
-    """Pick the events that the history text shows (input must be chronological).
-
-    Events without timestamps are never windowed: the last ``max_items`` are kept.
-    """
-    if not events:
-        return []
-    timestamps = [e.timestamp for e in events if e.timestamp is not None]
-    if window_days is None or len(timestamps) != len(events):
-        return list(events[-max_items:])
-    reference = reference_time if reference_time is not None else max(timestamps)
-    start = reference - window_days * SECONDS_PER_DAY
-    recent = [e for e in events if start <= e.timestamp <= reference]  # type: ignore[operator]
-    if not recent:
-        before = [e for e in events if e.timestamp <= reference]  # type: ignore[operator]
-        return [(before or list(events))[-1]]
-    return recent[-max_items:]
-
-
 def format_date(timestamp: int) -> str:
     """ISO date (UTC) of a unix timestamp."""
     return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
-def history_text(
-    events: Sequence[HistoryEvent],
-    lookup: Callable[[str], ItemMeta],
-    max_items: int = DEFAULT_MAX_ITEMS,
-    window_days: int | None = DEFAULT_WINDOW_DAYS,
-    reference_time: int | None = None,
-) -> str:
-    """The user's history text H_u: one line per selected event, oldest first."""
-    lines = []
-    for event in select_history(events, max_items, window_days, reference_time):
-        text = item_text(lookup(event.item_id))
-        if event.timestamp is not None:
-            text = f"{format_date(event.timestamp)}: {text}"
-        lines.append(text)
-    return "\n".join(lines)
+class Verbaliser(BaseModel):
+    """How a history becomes the text H_u: the one object training, export and every reader share.
+
+    The training config holds it, export writes it into the bundle's manifest, and the service,
+    the bundle scorer and the generative baseline call :meth:`history_text` on the manifest's
+    copy, so offline and online text cannot drift apart. The defaults are the paper's.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_items: int = Field(8, ge=1, description="most recent interactions shown")
+    window_days: int | None = Field(60, ge=0, description="only interactions this many days before the reference time; None = no window")
+    format: Literal["dated-lines", "lines"] = Field(
+        "dated-lines", description="one line per interaction, oldest first: 'YYYY-MM-DD: M_i' (dated-lines) or 'M_i' (lines)"
+    )
+
+    def select(self, events: Sequence[HistoryEvent], reference_time: int | None = None) -> list[HistoryEvent]:
+        """The events the history text shows (input must be chronological).
+
+        Events without timestamps are never windowed: the last ``max_items`` are kept.
+        """
+        if not events:
+            return []
+        timestamps = [e.timestamp for e in events if e.timestamp is not None]
+        if self.window_days is None or len(timestamps) != len(events):
+            return list(events[-self.max_items :])
+        reference = reference_time if reference_time is not None else max(timestamps)
+        start = reference - self.window_days * SECONDS_PER_DAY
+        recent = [e for e in events if start <= e.timestamp <= reference]  # type: ignore[operator]
+        if not recent:
+            before = [e for e in events if e.timestamp <= reference]  # type: ignore[operator]
+            return [(before or list(events))[-1]]
+        return recent[-self.max_items :]
+
+    def history_text(self, events: Sequence[HistoryEvent], lookup: Callable[[str], ItemMeta], reference_time: int | None = None) -> str:
+        """The user's history text H_u: one line per selected event, oldest first."""
+        lines = []
+        for event in self.select(events, reference_time):
+            text = item_text(lookup(event.item_id))
+            if self.format == "dated-lines" and event.timestamp is not None:
+                text = f"{format_date(event.timestamp)}: {text}"
+            lines.append(text)
+        return "\n".join(lines)
 
 
 def target_text(rationale: str, item: ItemMeta) -> str:

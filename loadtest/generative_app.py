@@ -1,7 +1,7 @@
 """The generative baseline, served like R2END: an autoregressive LLM writes the next item's title.
 
-SLIM-style: the same history text R2END encodes (``index.verbalize.history_text`` with the bundle's
-verbaliser settings) goes into a prompt; a llama.cpp OpenAI-compatible server answers with a
+SLIM-style: the same history text R2END encodes (the bundle's :class:`~index.verbalize.Verbaliser`,
+read from its manifest) goes into a prompt; a llama.cpp OpenAI-compatible server answers with a
 title (temperature 0, a few tokens); the title is matched to the catalogue (normalised exact
 match first, then difflib similarity), and the catalogue ranked by that similarity gives the
 top k. Same request and response shapes as the service's ``POST /recommend``
@@ -10,7 +10,7 @@ top k. Same request and response shapes as the service's ``POST /recommend``
     python -m training.teacher.server --model smollm2-135m --port 8088 &
     python -m loadtest.generative_app --bundle BUNDLE --llm-url http://127.0.0.1:8088 --model smollm2-135m --port 8090
 
-Only the catalogue (``catalog.jsonl``) and the manifest's verbaliser settings are read from the
+Only the catalogue (``catalog.jsonl``) and the manifest's verbaliser are read from the
 bundle; no training code, no ONNX.
 """
 
@@ -33,7 +33,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 
 from index import bundle as B
 from index.catalog import Catalog, ItemMeta
-from index.verbalize import HistoryEvent, history_text
+from index.verbalize import HistoryEvent, Verbaliser
 from service.schemas import ItemOut, RecommendRequest, RecommendResponse
 
 PROMPT = "Based on this watching history, name the one movie the user will watch next. Answer with the title only."
@@ -165,18 +165,18 @@ class GenerativeSettings:
 
 
 class Baseline:
-    """The catalogue, the title matcher and the verbaliser settings of one bundle."""
+    """The catalogue, the title matcher and the verbaliser of one bundle."""
 
-    def __init__(self, catalog: Catalog, max_items: int, window_days: int | None):
+    def __init__(self, catalog: Catalog, verbaliser: Verbaliser):
         self.catalog = catalog
         self.matcher = TitleMatcher(catalog)
-        self.max_items, self.window_days = max_items, window_days
+        self.verbaliser = verbaliser
 
     @classmethod
     def load(cls, bundle_path: Path) -> Baseline:
         manifest = B.load_manifest(bundle_path, verify_checksums=False)
         catalog = Catalog.load_jsonl(Path(bundle_path) / B.CATALOG)
-        return cls(catalog, manifest.verbaliser.max_items, manifest.verbaliser.window_days)
+        return cls(catalog, manifest.verbaliser)
 
     def prompt(self, history: str) -> str:
         return f"Watching history (date: movie; categories):\n{history}\n\n{PROMPT}"
@@ -201,7 +201,7 @@ def history_of(request: RecommendRequest, baseline: Baseline, settings: Generati
     events = [HistoryEvent(e.item_id, e.timestamp) for e in known]
     if all(e.timestamp is not None for e in events):
         events.sort(key=lambda e: e.timestamp)  # type: ignore[arg-type, return-value]
-    text = history_text(events, baseline.catalog.__getitem__, baseline.max_items, baseline.window_days)
+    text = baseline.verbaliser.history_text(events, baseline.catalog.__getitem__)
     seen = frozenset(e.item_id for e in known) if request.exclude_seen else frozenset()
     return text, seen, unknown
 

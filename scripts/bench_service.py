@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from index import bundle as B
 from index.catalog import Catalog
 from index.onnx_encoder import OnnxTextEncoder, pad
-from index.verbalize import HistoryEvent, history_text
+from index.verbalize import HistoryEvent
 from loadtest import procs
 from service.settings import available_cores
 
@@ -58,7 +58,7 @@ def make_histories(catalog: Catalog, manifest: B.Manifest, n: int, seed: int = 0
 
 def texts_of(histories: list[list[dict]], catalog: Catalog, manifest: B.Manifest) -> list[str]:
     v = manifest.verbaliser
-    return [history_text([HistoryEvent(e["item_id"], e["timestamp"]) for e in h], catalog.__getitem__, v.max_items, v.window_days)
+    return [v.history_text([HistoryEvent(e["item_id"], e["timestamp"]) for e in h], catalog.__getitem__)
             for h in histories]
 
 

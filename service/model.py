@@ -23,7 +23,7 @@ from index import bundle as B
 from index.catalog import Catalog, ItemMeta
 from index.faiss_index import ItemIndex
 from index.onnx_encoder import OnnxTextEncoder
-from index.verbalize import HistoryEvent, history_text, item_document
+from index.verbalize import HistoryEvent, item_document
 from service.live_catalog import LiveCatalog
 from service.settings import ServiceSettings
 
@@ -90,9 +90,8 @@ class ServingModel:
         return self.catalog.get(item_id)
 
     def history_text(self, events: Sequence[HistoryEvent], items: dict[str, ItemMeta]) -> str:
-        """H_u with the bundle's verbaliser settings (the same function training used)."""
-        verbaliser = self.manifest.verbaliser
-        return history_text(events, items.__getitem__, verbaliser.max_items, verbaliser.window_days)
+        """H_u with the bundle's verbaliser (the one training used, written by export)."""
+        return self.manifest.verbaliser.history_text(events, items.__getitem__)
 
     def add_history(self, vectors: np.ndarray, history_rows: Sequence[Sequence[int]]) -> np.ndarray:
         """R2END+CF: z_u = norm(z_text + collaborative term of the history); unchanged for the paper's R2END.

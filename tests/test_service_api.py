@@ -12,7 +12,7 @@ from service_util import metric_names, metric_sum, parse_metrics
 from index import bundle as B
 from index.catalog import Catalog
 from index.onnx_encoder import OnnxTextEncoder
-from index.verbalize import HistoryEvent, history_text, item_document
+from index.verbalize import HistoryEvent, item_document
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +46,7 @@ def test_recommend_matches_offline_scoring(client, tiny_bundle, manifest):
     assert response.status_code == 200, response.text
     body = response.json()
     catalog = Catalog.load_jsonl(tiny_bundle / B.CATALOG)
-    text = history_text([HistoryEvent(e["item_id"], e["timestamp"]) for e in HISTORY], catalog.__getitem__,
-                        manifest.verbaliser.max_items, manifest.verbaliser.window_days)
+    text = manifest.verbaliser.history_text([HistoryEvent(e["item_id"], e["timestamp"]) for e in HISTORY], catalog.__getitem__)
     encoder = OnnxTextEncoder(tiny_bundle / B.USER_ONNX, tiny_bundle / B.TOKENIZER, manifest.max_seq_length, threads=1)
     scores = encoder.encode([text])[0] @ np.load(tiny_bundle / B.ITEM_VECTORS).T
     seen = {e["item_id"] for e in HISTORY}

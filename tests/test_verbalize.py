@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
 from index.catalog import Catalog, ItemMeta
-from index.verbalize import (
-    DEFAULT_MAX_ITEMS,
-    DEFAULT_WINDOW_DAYS,
-    HistoryEvent,
-    format_date,
-    history_text,
-    item_document,
-    item_text,
-    select_history,
-    target_text,
-)
+from index.verbalize import HistoryEvent, Verbaliser, format_date, item_document, item_text, target_text
 
 DAY = 86_400
 T0 = 1_600_000_000  # 2020-09-13 12:26:40 UTC
@@ -27,8 +22,15 @@ def ids(events: list[HistoryEvent]) -> list[str]:
     return [e.item_id for e in events]
 
 
+PAPER = Verbaliser()
+
+
+def select_history(events, reference_time: int | None = None, **fields):
+    return Verbaliser(**fields).select(events, reference_time)
+
+
 def test_defaults():
-    assert (DEFAULT_MAX_ITEMS, DEFAULT_WINDOW_DAYS) == (8, 60)
+    assert (PAPER.max_items, PAPER.window_days, PAPER.format) == (8, 60, "dated-lines")
 
 
 # --------------------------------------------------------------------------- selection
@@ -122,7 +124,7 @@ def test_history_text_lines():
         HistoryEvent("1", T0 - 30 * DAY),
         HistoryEvent("B00004U9V2", T0),
     ]
-    text = history_text(events, CATALOG.__getitem__)
+    text = PAPER.history_text(events, CATALOG.__getitem__)
     assert text == (
         "2020-08-14: Toy Story (1995); Categories: Animation, Children's, Comedy\n"
         "2020-09-13: Hand Therapy; Categories: Skin Care, Hand Creams; Brand: Crabtree & Evelyn"
@@ -131,10 +133,10 @@ def test_history_text_lines():
 
 def test_history_text_without_dates():
     events = [HistoryEvent(i) for i in ("1", "2", "B000FI4S1E")]
-    assert history_text(events, CATALOG.__getitem__) == (
+    assert PAPER.history_text(events, CATALOG.__getitem__) == (
         "Toy Story (1995); Categories: Animation, Children's, Comedy\nGoldenEye (1995); Categories: Action\nB000FI4S1E"
     )
-    assert history_text([], CATALOG.__getitem__) == ""
+    assert PAPER.history_text([], CATALOG.__getitem__) == ""
 
 
 def test_target_text_and_item_document():
@@ -145,3 +147,84 @@ def test_target_text_and_item_document():
     assert item_document(" A toy comes to life. ", item) == "A toy comes to life.\nToy Story (1995); Categories: Animation, Children's, Comedy"
     assert item_document(None, item) == item_text(item)
     assert item_document("  \n", item) == item_text(item)
+
+
+def test_lines_format_leaves_out_the_dates():
+    events = [HistoryEvent("1", T0 - 30 * DAY), HistoryEvent("2", T0)]
+    assert Verbaliser(format="lines").history_text(events, CATALOG.__getitem__) == (
+        "Toy Story (1995); Categories: Animation, Children's, Comedy\nGoldenEye (1995); Categories: Action"
+    )
+
+
+# --------------------------------------------------------------------------- one verbaliser object
+
+
+def test_verbaliser_is_frozen_and_strict():
+    with pytest.raises(ValidationError):
+        PAPER.max_items = 3  # type: ignore[misc]
+    for bad in ({"max_items": 0}, {"window_days": -1}, {"format": "csv"}, {"max_item": 3}):
+        with pytest.raises(ValidationError):
+            Verbaliser(**bad)
+
+
+def test_manifests_written_before_the_format_field_still_load():
+    """Bundles from before had ``{"max_items", "window_days"}`` and were written with dated lines."""
+    assert Verbaliser.model_validate({"max_items": 8, "window_days": 60}) == PAPER
+
+
+def test_training_config_holds_the_verbaliser_and_the_teacher_keeps_the_papers():
+    from training.r2end.config import R2ENDConfig
+    from training.teacher.tasks import PROMPT_VERBALISER
+
+    assert R2ENDConfig().verbaliser == PAPER == PROMPT_VERBALISER
+    custom = R2ENDConfig(verbaliser={"max_items": 3, "format": "lines"})
+    assert custom.verbaliser == Verbaliser(max_items=3, window_days=60, format="lines")
+    assert R2ENDConfig(**custom.model_dump()).verbaliser == custom.verbaliser  # survives the run.json / manifest round trip
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "recbole" / "movies"
+CUSTOM = Verbaliser(max_items=3, window_days=3650, format="lines")
+
+
+@pytest.fixture(scope="module")
+def custom_bundle(tmp_path_factory):
+    """A real (small, undistilled) bundle trained with a non-default verbaliser."""
+    from training.data.preprocess import prepare
+    from training.data.recbole import load_recbole
+    from training.export import export_bundle
+    from training.r2end.config import R2ENDConfig
+    from training.r2end.pipeline import train_r2end
+
+    ds = prepare(load_recbole(FIXTURE, "movies"), k=2)
+    config = R2ENDConfig(item_text="metadata", rationale="item", distill=False, projection_epochs=1, threads=2, variant="verbaliser",
+                         verbaliser=CUSTOM)
+    model = train_r2end(config, ds)
+    path = tmp_path_factory.mktemp("bundle") / "verbaliser"
+    export_bundle(model, ds, path, int8=False)
+    return ds, model, path
+
+
+@pytest.mark.slow
+def test_export_writes_the_configs_verbaliser_and_every_reader_makes_the_same_text(custom_bundle):
+    from index.bundle import load_manifest
+    from loadtest.generative_app import Baseline, GenerativeSettings, history_of
+    from service.model import ServingModel
+    from service.schemas import RecommendRequest
+    from service.settings import ServiceSettings
+    from training.r2end.bundle_scorer import BundleScorer
+
+    ds, model, path = custom_bundle
+    assert load_manifest(path).verbaliser == CUSTOM == model.config.verbaliser
+    histories = [ds.example(u, "test")[0] for u in range(ds.n_users)]
+    training = model.history_texts(ds, histories)
+    assert training != ds.history_texts(histories, PAPER), "the custom verbaliser must make a difference here"
+    assert BundleScorer(path).history_texts(ds, histories) == training
+
+    serving = ServingModel.load(path, ServiceSettings(bundle_path=path, warmup=False))
+    items = {item.item_id: item for item in ds.catalog}
+    assert [serving.history_text(ds.history_events(h), items) for h in histories] == training
+
+    generative = Baseline.load(path)
+    settings = GenerativeSettings(bundle_path=path, llm_url="http://127.0.0.1:9", model="unused")
+    requests = [RecommendRequest(history=[{"item_id": e.item_id, "timestamp": e.timestamp} for e in ds.history_events(h)]) for h in histories]
+    assert [history_of(request, generative, settings)[0] for request in requests] == training

@@ -10,7 +10,6 @@ the user graph is made with ONNX Runtime's dynamic quantisation.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -146,6 +145,7 @@ def export_bundle(model: TrainedR2END, ds: PreparedDataset, out_dir: Path, metri
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "n_items": len(ds.catalog),
+        "verbaliser": cfg.verbaliser,
         "metrics": {**(metrics or {}), **index_metrics, "onnx_parity": parity, "export_seconds": round(time.perf_counter() - started, 1)},
         "config": cfg.model_dump(),
         "history_tower": history,
@@ -174,8 +174,3 @@ def measure_parity(model: TrainedR2END, bundle_dir: Path, texts: list[str]) -> d
         result[f"{name}_max_abs_diff"] = float(np.abs(onnx - ref).max())
         result[f"{name}_min_cosine"] = float((onnx * ref).sum(1).min())
     return result
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Pretty JSON with a trailing newline."""
-    path.write_text(json.dumps(payload, indent=1) + "\n")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from index.catalog import Catalog, ItemMeta
-from index.verbalize import HistoryEvent
+from index.verbalize import HistoryEvent, Verbaliser
 from training.data.schema import Interaction, RawDataset
 
 
@@ -63,6 +64,10 @@ class PreparedDataset:
     def history_events(self, history: list[tuple[int, int]]) -> list[HistoryEvent]:
         """History rows as :class:`HistoryEvent` for the verbaliser."""
         return [HistoryEvent(self.catalog.at(row).item_id, ts) for row, ts in history]
+
+    def history_texts(self, histories: Sequence[list[tuple[int, int]]], verbaliser: Verbaliser) -> list[str]:
+        """H_u of each history as ``verbaliser`` writes it (training's one way to verbalise)."""
+        return [verbaliser.history_text(self.history_events(h), self.catalog.__getitem__) for h in histories]
 
     @cached_property
     def split_hash(self) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from index.verbalize import DEFAULT_MAX_ITEMS, DEFAULT_WINDOW_DAYS, item_text, select_history
+from index.verbalize import Verbaliser, item_text
 from training.data.preprocess import PreparedDataset
 from training.encoders import DEFAULT_ENCODER, encode_cached
 
@@ -14,11 +14,11 @@ from training.encoders import DEFAULT_ENCODER, encode_cached
 class MeanPool:
     """User vector = mean of the item-text embeddings of the history the verbaliser would show."""
 
-    def __init__(self, encoder: str = DEFAULT_ENCODER, max_items: int = DEFAULT_MAX_ITEMS, window_days: int | None = DEFAULT_WINDOW_DAYS):
+    def __init__(self, encoder: str = DEFAULT_ENCODER, max_items: int | None = None, verbaliser: Verbaliser | None = None):
         self.encoder = encoder
-        self.max_items = max_items
-        self.window_days = window_days
-        self.name = f"meanpool-{max_items}"
+        verbaliser = verbaliser or Verbaliser()
+        self.verbaliser = verbaliser if max_items is None else verbaliser.model_copy(update={"max_items": max_items})
+        self.name = f"meanpool-{self.verbaliser.max_items}"
         self._items: np.ndarray | None = None
 
     def item_vectors(self, ds: PreparedDataset) -> np.ndarray:
@@ -32,7 +32,7 @@ class MeanPool:
         items = self.item_vectors(ds)
         users_matrix = np.zeros((len(histories), items.shape[1]), dtype=np.float32)
         for row, history in enumerate(histories):
-            chosen = select_history(ds.history_events(history), self.max_items, self.window_days)
+            chosen = self.verbaliser.select(ds.history_events(history))
             rows = [ds.catalog.row(e.item_id) for e in chosen]
             if rows:
                 vector = items[rows].mean(axis=0)

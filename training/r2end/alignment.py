@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from index.verbalize import history_text, target_text
+from index.verbalize import target_text
 from training.data.preprocess import PreparedDataset
 from training.encoders import load_encoder
 from training.r2end.config import R2ENDConfig
@@ -38,7 +38,7 @@ def alignment_analysis(config: R2ENDConfig, ds: PreparedDataset, held_out_share:
         hist, targ = [], []
         for u in group:
             history, target = ds.example(int(u), "train")
-            hist.append(history_text(ds.history_events(history), ds.catalog.__getitem__))
+            hist.append(ds.history_texts([history], config.verbaliser)[0])
             targ.append(target_text(rationales.texts[f"user:{ds.users[u]}"], ds.catalog.at(target)))
         return hist, targ
 

@@ -10,7 +10,6 @@ import numpy as np
 from index import bundle as B
 from index.catalog import Catalog
 from index.onnx_encoder import OnnxTextEncoder
-from index.verbalize import history_text
 from training.data.preprocess import PreparedDataset
 
 
@@ -26,11 +25,14 @@ class BundleScorer:
         self.batch_size = batch_size
         self.name = f"{self.manifest.variant}-onnx-{'int8' if int8 else 'fp32'}"
 
+    def history_texts(self, ds: PreparedDataset, histories: Sequence[list[tuple[int, int]]]) -> list[str]:
+        """H_u with the bundle's verbaliser (the one training used)."""
+        return ds.history_texts(histories, self.manifest.verbaliser)
+
     def score(self, ds: PreparedDataset, users: Sequence[int], histories: Sequence[list[tuple[int, int]]]) -> np.ndarray:
         """Cosine of z_u (from ONNX) with every item vector, in the dataset's item order."""
         if self.catalog.ids != ds.catalog.ids:
             raise ValueError("bundle catalogue does not match the dataset's items (different dataset or split?)")
-        settings = self.manifest.verbaliser
-        texts = [history_text(ds.history_events(h), ds.catalog.__getitem__, settings.max_items, settings.window_days) for h in histories]
+        texts = self.history_texts(ds, histories)
         vectors = np.concatenate([self.encoder.encode(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)])
         return vectors @ self.item_vectors.T

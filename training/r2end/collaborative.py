@@ -35,7 +35,6 @@ from pydantic import BaseModel
 from torch import nn
 from torch.nn import functional as F
 
-from index.verbalize import history_text
 from training.data.preprocess import PreparedDataset
 from training.evaluation.evaluator import evaluate
 from training.r2end.pipeline import TrainedR2END
@@ -218,7 +217,7 @@ def train_cf(
     generator = torch.Generator().manual_seed(config.seed)
     trainable = np.ones(ds.n_items, dtype=bool) if trainable is None else trainable
     examples = training_examples(ds, config.prefixes_per_user)
-    texts = [history_text(ds.history_events(h), ds.catalog.__getitem__) for _, h, _ in examples]
+    texts = base.history_texts(ds, [h for _, h, _ in examples])
     log(f"  R2END+CF: {len(examples)} training examples; encoding their history texts")
     user_emb = torch.from_numpy(base.user_embeddings(texts))
     hist_rows, hist_mask = _history_batch([h for _, h, _ in examples], config.history_items)

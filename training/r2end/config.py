@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from index.verbalize import Verbaliser
+
 
 class R2ENDConfig(BaseModel):
     """Configuration of one R2END training run (saved into every result and bundle)."""
@@ -17,6 +19,9 @@ class R2ENDConfig(BaseModel):
     encoder: str = Field("all-MiniLM-L6-v2", description="frozen target/item encoder Enc and the student's initialisation")
     teacher_model: str = "qwen2.5-coder-1.5b"
     seed: int = 22
+    verbaliser: Verbaliser = Field(
+        default_factory=Verbaliser, description="history -> text H_u for the student, the evaluator and (via the bundle) serving"
+    )
 
     # Distillation target (paper section 3.2); the switches give ablations (1)-(3).
     rationale: Literal["oracle", "unguided", "unguided-rs", "item"] = Field(

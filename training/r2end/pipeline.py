@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from index.verbalize import history_text, item_document, target_text
+from index.verbalize import item_document, target_text
 from training.data.preprocess import PreparedDataset
 from training.encoders import load_encoder
 from training.evaluation.evaluator import evaluate
@@ -44,8 +44,8 @@ class TrainedR2END:
     _user_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def history_texts(self, ds: PreparedDataset, histories: Sequence[list[tuple[int, int]]]) -> list[str]:
-        """H_u for each history, with the shared verbaliser."""
-        return [history_text(ds.history_events(h), ds.catalog.__getitem__) for h in histories]
+        """H_u for each history, with the config's verbaliser (export writes the same one into the bundle)."""
+        return ds.history_texts(histories, self.config.verbaliser)
 
     def user_embeddings(self, texts: list[str]) -> np.ndarray:
         """Student embeddings e_u of history texts (memoised by text)."""
@@ -119,7 +119,7 @@ def train_r2end(
     # 2. training examples and distillation targets e_u^R
     t0 = time.perf_counter()
     examples = [ds.example(u, "train") for u in range(ds.n_users)]
-    histories = [history_text(ds.history_events(h), ds.catalog.__getitem__) for h, _ in examples]
+    histories = ds.history_texts([h for h, _ in examples], config.verbaliser)
     targets = np.array([t for _, t in examples])
     if config.rationale == "item":
         keep = np.arange(ds.n_users)

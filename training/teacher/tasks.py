@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from index.verbalize import history_text, item_text
+from index.verbalize import Verbaliser, item_text
 from training.data.preprocess import PreparedDataset
 from training.teacher.domain import domain_for
 from training.teacher.prompts import (
@@ -21,6 +21,9 @@ from training.teacher.prompts import (
 KINDS = ("oracle", "description", "unguided")
 MAX_EVIDENCE_LINES = 8
 MAX_EVIDENCE_REVIEW_CHARS = 160
+PROMPT_VERBALISER = Verbaliser()
+"""H_u in the teacher's prompts: the paper's rule. Prompts are part of the cache keys, so a change
+here makes the committed teacher data stale; a training config may verbalise its student input differently."""
 
 
 @dataclass(frozen=True)
@@ -34,9 +37,9 @@ class TeacherTask:
 
 
 def user_history_text(ds: PreparedDataset, user: int, stage: str = "train") -> str:
-    """H_u of a user at a stage, with the shared verbaliser."""
+    """H_u of a user at a stage, as the teacher's prompts show it."""
     history, _ = ds.example(user, stage)
-    return history_text(ds.history_events(history), ds.catalog.__getitem__)
+    return ds.history_texts([history], PROMPT_VERBALISER)[0]
 
 
 def oracle_tasks(ds: PreparedDataset) -> list[TeacherTask]:
