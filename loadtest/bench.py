@@ -108,11 +108,9 @@ def histories_file(args: argparse.Namespace, dataset: str) -> Path:
     """The given histories file, or one made from the dataset's test users (needs the training code, not torch)."""
     if args.histories:
         return args.histories
-    from loadtest.make_histories import collect, load
+    from loadtest.make_histories import dataset_histories
 
-    path = args.work_dir / "histories.json"
-    collect(load(dataset, None, None, 5)).save(path)
-    return path
+    return dataset_histories(dataset, args.work_dir / "histories.json")
 
 
 def bench_r2end(args: argparse.Namespace, variant: str, histories: Path, log) -> list[LevelResult]:

@@ -47,6 +47,12 @@ def load(dataset: str | None, fmt: str | None, path: Path | None, k: int):
     return load_dataset(dataset, fmt=fmt, path=path, k=k)
 
 
+def dataset_histories(dataset: str, path: Path, k: int = 5) -> Path:
+    """Write the test histories of a named dataset (as training prepares it) to ``path``; the benchmarks' default traffic."""
+    collect(load(dataset, None, None, k)).save(path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", help="named dataset (ml-100k, ml-1m)")

@@ -54,15 +54,15 @@ class Managed:
     """A subprocess with a log file and an HTTP readiness URL."""
 
     def __init__(self, name: str, command: list[str], workdir: Path, env: dict[str, str], ready_url: str | None,
-                 timeout_s: float = 300.0):
-        self.name, self.command, self.env, self.ready_url, self.timeout_s = name, command, env, ready_url, timeout_s
+                 timeout_s: float = 300.0, cwd: Path = REPO):
+        self.name, self.command, self.env, self.ready_url, self.timeout_s, self.cwd = name, command, env, ready_url, timeout_s, cwd
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"{name}.log"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Self:
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(self.command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         if self.ready_url:
             self.wait_ready()
         return self
@@ -96,8 +96,14 @@ class Managed:
         self.stop()
 
 
-def service(bundle: Path, workdir: Path, int8: bool, threads: int | None = None, **settings: object) -> tuple[Managed, str]:
-    """``python -m service.main`` on a free loopback port (item log in ``workdir``) and its URL."""
+def service(bundle: Path, workdir: Path, int8: bool, threads: int | None = None, cpus: str | None = None,
+            **settings: object) -> tuple[Managed, str]:
+    """``python -m service.main`` on a free loopback port (item log in ``workdir``) and its URL.
+
+    ``cpus`` (a ``taskset -c`` list such as ``0`` or ``0-1``) pins the server to those cores from its
+    start, so every thread it makes (ONNX Runtime's too) stays there; its default thread count then
+    follows the pinned cores.
+    """
     port = free_port()
     env = child_env(R2END_BUNDLE_PATH=bundle, R2END_HOST="127.0.0.1", R2END_PORT=port, R2END_USE_INT8=str(int8).lower(),
                     R2END_ITEM_LOG_PATH=workdir / "items.jsonl", R2END_LOG_LEVEL="warning",
@@ -105,7 +111,18 @@ def service(bundle: Path, workdir: Path, int8: bool, threads: int | None = None,
                     **{f"R2END_{k.upper()}": v for k, v in settings.items()})
     url = f"http://127.0.0.1:{port}"
     name = "service-int8" if int8 else "service-fp32"
-    return Managed(name, [sys.executable, "-m", "service.main"], workdir, env, url + "/readyz"), url
+    command = [sys.executable, "-m", "service.main"]
+    if cpus:
+        command = [taskset(), "-c", cpus, *command]
+    return Managed(name, command, workdir, env, url + "/readyz"), url
+
+
+def taskset() -> str:
+    """The ``taskset`` binary (util-linux), or a clear error."""
+    path = shutil.which("taskset")
+    if path is None:
+        raise FileNotFoundError("taskset not found: install util-linux to pin processes to cores")
+    return path
 
 
 def llama_server(model: str, workdir: Path, parallel: int, threads: int) -> tuple[Managed, str]:
@@ -153,3 +170,37 @@ def run_locust(host: str, users: int, seconds: float, csv_prefix: Path, historie
 
 def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
+
+
+INFINITY_MODEL = "all-MiniLM-L6-v2"  # the --served-model-name; requests to the peer name it
+
+
+def infinity(peer_root: Path, precision: str, workdir: Path, timeout_s: float = 600.0) -> tuple[Managed, str]:
+    """infinity-emb (the side-by-side peer of ``scripts/bench_service.py``) serving all-MiniLM-L6-v2 and its URL.
+
+    ``peer_root`` is what ``shared/peers/infinity/setup.sh`` made: its own venv (infinity needs
+    numpy<2 and sentence-transformers<4, apart from this project's pins) and ONNX folders
+    ``models/minilm-fp32`` and ``models/minilm-int8`` (``model_quantized.onnx``, which infinity's
+    optimum engine picks on CPU). It must start inside the model folder with ``--model-id .``.
+    Offline and without telemetry; on loopback; stopped like every :class:`Managed`. infinity 0.0.78
+    cannot apply its own ONNX Runtime graph optimisation with optimum 2.1 (it logs "Optimization
+    failed ... Going to use the unoptimized model"), so it serves the export as written.
+    """
+    if precision not in ("fp32", "int8"):
+        raise ValueError(f"precision {precision!r}: expected fp32 or int8")
+    peer_root = Path(peer_root).resolve()
+    executable = peer_root / "venv" / "bin" / "infinity_emb"
+    model_dir = peer_root / "models" / f"minilm-{precision}"
+    missing = [p for p in (executable, model_dir / "model.onnx") if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"infinity peer not installed at {peer_root} (missing {', '.join(map(str, missing))}); "
+                                f"run: PEER_ROOT={peer_root} bash shared/peers/infinity/setup.sh")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(PATH=f"{executable.parent}{os.pathsep}{env.get('PATH', '')}", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               DO_NOT_TRACK="1", INFINITY_ANONYMOUS_USAGE_STATS="0", HF_HOME=str(peer_root / "hf_home"))
+    command = [str(executable), "v2", "--model-id", ".", "--served-model-name", INFINITY_MODEL, "--engine", "optimum",
+               "--pooling-method", "mean", "--device", "cpu", "--host", "127.0.0.1", "--port", str(port),
+               "--no-model-warmup"]  # its warm-up times batches of 512 tokens (minutes on 2 cores); the benchmark warms up both servers alike
+    url = f"http://127.0.0.1:{port}"
+    return Managed(f"infinity-{precision}", command, workdir, env, url + "/health", timeout_s=timeout_s, cwd=model_dir), url

@@ -1,18 +1,33 @@
-"""Benchmark the online service against raw ONNX Runtime on one bundle (a benchmark, not a test).
+"""Benchmark the online service against raw ONNX Runtime and, optionally, infinity-emb, on one bundle (a benchmark, not a test).
 
-In one run:
+In one run, for each precision asked for (fp32 and/or int8 user graph):
 
-1. raw ONNX Runtime throughput of the user encoder at batch sizes 1/8/32, on pre-tokenised
-   histories of real length (catalogue items verbalised with the bundle's own settings);
-2. end-to-end ``POST /recommend`` throughput against a real server (``python -m service.main``
-   in a subprocess, same threads) with as many concurrent clients as the batch size;
-3. single-client latency percentiles (p50/p95/p99).
+1. raw ONNX Runtime throughput of the bundle's user encoder at batch sizes = the concurrency
+   levels (1, 8, 32), on pre-tokenised, pre-padded verbalised histories (``session.run`` alone);
+2. end-to-end ``POST /recommend`` throughput and latency against a real server
+   (``python -m service.main`` in a subprocess, same threads) with as many closed-loop clients as
+   the batch size, then a single client's sequential latency;
+3. with ``--peer-infinity PEER_ROOT``: infinity-emb 0.0.78 serving the same all-MiniLM-L6-v2 through
+   ONNX Runtime at the same precision (its own venv, see ``shared/peers/infinity/setup.sh``), sent
+   the same verbalised histories as ``POST /embeddings`` at the same concurrency levels.
 
-Goals reported (not asserted): end-to-end >= 0.8 x raw at matching batch/concurrency, and
-single-client p99 <= 30 ms. The client is a minimal keep-alive HTTP/1.1 client on asyncio, so
-that on a small machine the load generator takes as little CPU from the server as possible.
+The requests are the test users' histories of the bundle's dataset (943 for ML-100K), each
+capped to the service's default history limit; r2end gets the events, raw ONNX and infinity the
+text r2end verbalises from them (the bundle's own verbaliser). One table puts r2end,
+raw ONNX and infinity side by side, with the ratios and whether each goal is met:
 
-    python scripts/bench_service.py /path/to/bundle [--seconds 5] [--append docs/BENCHMARKS.md]
+- end to end >= 0.9 x raw ONNX at the same batch size / concurrency (issue #13);
+- with the peer, at equal precision: ``/recommend`` >= 1.5 x infinity's ``/embeddings`` throughput at
+  8 clients, and ``/recommend`` p99 <= infinity's at 1 client (issue #13);
+- single-client p99 <= 30 ms (sequential requests).
+
+``--fusion`` adds how many transformer operators ONNX Runtime's optimizer fuses in the bundle's
+user graph (and the peer's graph); ``--fusion-only`` prints just that. The client is a minimal
+keep-alive HTTP/1.1 client on asyncio (``loadtest/rawhttp.py``), so that on a small machine the
+load generator takes as little CPU from the server as possible.
+
+    python scripts/bench_service.py BUNDLE [--precisions fp32,int8] [--peer-infinity /work/peer-infinity] [--seconds 10]
+                                    [--append docs/BENCHMARKS.md] [--json out.json] [--fusion]
 """
 
 from __future__ import annotations
@@ -20,10 +35,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
+import logging
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -36,35 +52,88 @@ from index import bundle as B
 from index.catalog import Catalog
 from index.onnx_encoder import OnnxTextEncoder, pad
 from index.verbalize import HistoryEvent
-from loadtest import procs
+from loadtest import fusion, procs, rawhttp
+from loadtest.traffic import DEFAULT_MAX_HISTORY, TrafficData, recommend_body
 from service.settings import available_cores
 
-BATCH_SIZES = (1, 8, 32)
-DAY = 86_400
+log = logging.getLogger("bench_service")
+
+PRECISIONS = ("fp32", "int8")
+DEFAULT_LEVELS = (1, 8, 32)
+E2E_GOAL = 0.9  # end to end / raw ONNX at the same concurrency (issue #13)
+PEER_THROUGHPUT_GOAL = 1.5  # /recommend / infinity /embeddings ...
+PEER_THROUGHPUT_CLIENTS = 8  # ... at this many clients (issue #13)
+PEER_P99_CLIENTS = 1  # /recommend p99 <= infinity's p99 at this many clients (issue #13)
+SINGLE_P99_GOAL_MS = 30.0
+K = 10
 
 
-def make_histories(catalog: Catalog, manifest: B.Manifest, n: int, seed: int = 0) -> list[list[dict]]:
-    """``n`` histories of catalogue items, each as long as the verbaliser shows (max_items..2x), dated a day apart."""
-    rng = random.Random(seed)
-    ids = catalog.ids
-    max_items = manifest.verbaliser.max_items
-    histories = []
-    for _ in range(n):
-        size = min(len(ids), rng.randint(max_items, 2 * max_items))
-        start = 1_000_000_000 + rng.randint(0, 3650) * DAY
-        histories.append([{"item_id": item, "timestamp": start + day * DAY} for day, item in enumerate(rng.sample(ids, size))])
-    return histories
+@dataclass
+class Level:
+    """One closed-loop level against one server."""
+
+    concurrency: int
+    per_second: float
+    requests: int
+    errors: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+    @classmethod
+    def of(cls, run: rawhttp.Run) -> Level:
+        return cls(run.concurrency, run.per_second(200), run.count(), run.count() - run.count(200),
+                   run.percentile_ms(50), run.percentile_ms(95), run.percentile_ms(99))
 
 
-def texts_of(histories: list[list[dict]], catalog: Catalog, manifest: B.Manifest) -> list[str]:
+@dataclass
+class PrecisionResult:
+    precision: str
+    raw: dict[int, float]  # batch -> histories/s
+    r2end: dict[int, Level]
+    single: Level
+    infinity: dict[int, Level] | None = None
+
+
+# ---- inputs -------------------------------------------------------------------------------------
+
+
+def histories_path(args: argparse.Namespace, dataset: str, workdir: Path) -> Path:
+    """``--histories``, or the test users' histories of the bundle's dataset (as the load benchmark makes them)."""
+    if args.histories:
+        return args.histories
+    from loadtest.make_histories import dataset_histories
+
+    return dataset_histories(dataset, workdir / "histories.json")
+
+
+def requests_of(data: TrafficData, catalog: Catalog, manifest: B.Manifest) -> tuple[list[bytes], list[str]]:
+    """Per test history (capped to the service's default limit; unknown items dropped): the /recommend body and
+    the text the service verbalises from it (the manifest's :class:`~index.verbalize.Verbaliser`, as ``ServingModel.history_text``)."""
     v = manifest.verbaliser
-    return [v.history_text([HistoryEvent(e["item_id"], e["timestamp"]) for e in h], catalog.__getitem__)
-            for h in histories]
+    bodies, texts = [], []
+    for history in data.histories:
+        known = [(item, ts) for item, ts in history[-DEFAULT_MAX_HISTORY:] if item in catalog]
+        if not known:
+            continue
+        bodies.append(json.dumps(recommend_body(known, k=K)).encode())
+        events = sorted((HistoryEvent(item, ts) for item, ts in known), key=lambda e: e.timestamp)
+        texts.append(v.history_text(events, catalog.__getitem__))
+    if not bodies:
+        raise SystemExit(f"none of the {len(data.histories)} histories of {data.dataset} has an item of this bundle's catalogue")
+    return bodies, texts
 
 
-def bench_raw(encoder: OnnxTextEncoder, texts: list[str], batch: int, seconds: float) -> dict:
+def embeddings_bodies(texts: list[str]) -> list[bytes]:
+    """infinity's OpenAI-style ``POST /embeddings`` bodies: one history text each (one user per request, like /recommend)."""
+    return [json.dumps({"model": procs.INFINITY_MODEL, "input": [text]}).encode() for text in texts]
+
+
+# ---- measurements -------------------------------------------------------------------------------
+
+
+def bench_raw(encoder: OnnxTextEncoder, tokens: list[list[int]], batch: int, seconds: float) -> float:
     """Histories per second through ``session.run`` alone (tokenised and padded beforehand)."""
-    tokens = encoder.tokenize(texts)
     batches = [pad(tokens[i : i + batch]) for i in range(0, len(tokens) - batch + 1, batch)]
     encoder.run_padded(*batches[0])  # warm-up
     done, n, started = 0, 0, time.perf_counter()
@@ -72,143 +141,227 @@ def bench_raw(encoder: OnnxTextEncoder, texts: list[str], batch: int, seconds: f
         encoder.run_padded(*batches[n % len(batches)])
         done += batch
         n += 1
-    elapsed = time.perf_counter() - started
-    return {"batch": batch, "per_second": done / elapsed, "mean_tokens": float(np.mean([len(t) for t in tokens]))}
+    return done / (time.perf_counter() - started)
 
 
-# ---- a minimal keep-alive HTTP client ------------------------------------------------------------------
+def bench_http(url: str, path: str, bodies: list[bytes], levels: list[int], seconds: float) -> dict[int, Level]:
+    """A short warm-up, then one closed-loop run per concurrency level."""
+    port = urlsplit(url).port
+    asyncio.run(rawhttp.closed_loop("127.0.0.1", port, path, bodies, 4, min(2.0, seconds)))
+    results = {}
+    for concurrency in levels:
+        results[concurrency] = Level.of(asyncio.run(rawhttp.closed_loop("127.0.0.1", port, path, bodies, concurrency, seconds)))
+        log.info("%s %s, %d clients: %.1f req/s, p99 %.1f ms, %d errors", url, path, concurrency, results[concurrency].per_second,
+                 results[concurrency].p99_ms or float("nan"), results[concurrency].errors)
+    return results
 
 
-class Connection:
-    def __init__(self, host: str, port: int):
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+def check_infinity(url: str, text: str) -> int:
+    """One request outside the measurement: infinity answers with one vector; its dimension."""
+    import httpx
 
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
-        self.writer.write(head + body)
-        status_line = await self.reader.readline()
-        status = int(status_line.split()[1])
-        length = 0
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode("latin-1").partition(":")
-            if name.lower() == "content-length":
-                length = int(value)
-        return status, await self.reader.readexactly(length)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+    response = httpx.post(url + "/embeddings", json={"model": procs.INFINITY_MODEL, "input": [text]}, timeout=60)
+    if response.status_code != 200:
+        raise RuntimeError(f"infinity /embeddings answered {response.status_code}: {response.text[:500]}")
+    data = response.json()["data"]
+    if len(data) != 1 or not data[0]["embedding"]:
+        raise RuntimeError(f"infinity /embeddings: expected one embedding, got {str(data)[:200]}")
+    return len(data[0]["embedding"])
 
 
-async def closed_loop(port: int, bodies: list[bytes], concurrency: int, seconds: float) -> dict:
-    """``concurrency`` clients, each sending its next request as soon as the last one is answered."""
-    latencies: list[float] = []
-    errors = 0
-    stop_at = time.perf_counter() + seconds
+def bench_precision(args: argparse.Namespace, precision: str, manifest: B.Manifest, bodies: list[bytes], texts: list[str],
+                    workdir: Path) -> PrecisionResult:
+    int8 = precision == "int8"
+    encoder = OnnxTextEncoder(args.bundle / (B.USER_ONNX_INT8 if int8 else B.USER_ONNX), args.bundle / B.TOKENIZER,
+                              manifest.max_seq_length, threads=args.threads)
+    tokens = encoder.tokenize(texts)
+    raw = {batch: bench_raw(encoder, tokens, batch, args.seconds) for batch in args.levels}
+    del encoder
+    for batch, rate in raw.items():
+        log.info("%s raw ONNX batch %d: %.1f histories/s", precision, batch, rate)
 
-    async def client(offset: int) -> None:
-        nonlocal errors
-        conn, n = Connection("127.0.0.1", port), offset
-        try:
-            while time.perf_counter() < stop_at:
-                t0 = time.perf_counter()
-                status, _ = await conn.post("/recommend", bodies[n % len(bodies)])
-                latencies.append(time.perf_counter() - t0)
-                errors += status != 200
-                n += concurrency
-        finally:
-            conn.close()
+    server, url = procs.service(args.bundle, workdir / f"r2end-{precision}", int8, args.threads, max_batch_size=32,
+                                max_wait_ms=args.max_wait_ms)
+    with server:
+        r2end = bench_http(url, "/recommend", bodies, args.levels, args.seconds)
+        single_run = asyncio.run(rawhttp.sequential("127.0.0.1", urlsplit(url).port, "/recommend", bodies, args.single_requests))
+        if single_run.count(200) != single_run.count():
+            raise RuntimeError(f"single client: {single_run.statuses()} (expected only 200)")
+        single = Level.of(single_run)
+    result = PrecisionResult(precision, raw, r2end, single)
 
-    started = time.perf_counter()
-    await asyncio.gather(*(client(i) for i in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    ms = np.array(latencies) * 1000
-    return {"concurrency": concurrency, "per_second": len(latencies) / elapsed, "requests": len(latencies), "errors": errors,
-            "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99))}
+    if args.peer_infinity:
+        peer, peer_url = procs.infinity(args.peer_infinity, precision, workdir / f"infinity-{precision}", timeout_s=args.peer_start_timeout)
+        with peer:
+            dim = check_infinity(peer_url, texts[0])
+            log.info("infinity %s ready at %s (dimension %d)", precision, peer_url, dim)
+            result.infinity = bench_http(peer_url, "/embeddings", embeddings_bodies(texts), args.levels, args.seconds)
+    return result
 
 
-def markdown(raw: list[dict], e2e: list[dict], single: dict, manifest: B.Manifest, threads: int, max_wait_ms: float) -> str:
-    lines = [
-        (f"Bundle `{manifest.bundle_version}` ({manifest.variant}, {manifest.encoder}, {manifest.n_items} items), "
-         f"ONNX threads {threads}, batcher wait {max_wait_ms:g} ms, mean history length {raw[0]['mean_tokens']:.0f} tokens."),
-        "",
-        "| batch = concurrency | raw ONNX (hist/s) | end-to-end /recommend (req/s) | e2e / raw | e2e p50 (ms) | e2e p99 (ms) | errors |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r, e in zip(raw, e2e):
-        ratio = e["per_second"] / r["per_second"]
-        lines.append(f"| {r['batch']} | {r['per_second']:.1f} | {e['per_second']:.1f} | {ratio:.2f}{'' if ratio >= 0.8 else ' (goal 0.8)'} "
-                     f"| {e['p50_ms']:.1f} | {e['p99_ms']:.1f} | {e['errors']} |")
-    goal = "meets" if single["p99_ms"] <= 30 else "misses"
-    lines += ["", (f"Single client, {single['requests']} sequential requests: p50 {single['p50_ms']:.1f} ms, "
-                   f"p95 {single['p95_ms']:.1f} ms, p99 {single['p99_ms']:.1f} ms ({goal} the p99 <= 30 ms goal).")]
+# ---- report -------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def verdict(ok: bool | None) -> str:
+    return "not measured" if ok is None else ("met" if ok else "missed")
+
+
+def table(results: list[PrecisionResult]) -> str:
+    peer = any(r.infinity for r in results)
+    head = "| precision | clients = batch | raw ONNX (hist/s) | r2end /recommend (req/s) | r2end / raw | r2end p50 (ms) | r2end p99 (ms) | errors |"
+    rule = "|---|---:|---:|---:|---:|---:|---:|---:|"
+    if peer:
+        head += " infinity /embeddings (req/s) | infinity p50 (ms) | infinity p99 (ms) | infinity errors | r2end / infinity |"
+        rule += "---:|---:|---:|---:|---:|"
+    lines = [head, rule]
+    for r in results:
+        for c, e in r.r2end.items():
+            row = (f"| {r.precision} | {c} | {r.raw[c]:.1f} | {e.per_second:.1f} | {fmt(ratio(e.per_second, r.raw[c]), 2)} "
+                   f"| {fmt(e.p50_ms)} | {fmt(e.p99_ms)} | {e.errors} |")
+            if peer:
+                i = (r.infinity or {}).get(c)
+                row += (f" {fmt(i and i.per_second)} | {fmt(i and i.p50_ms)} | {fmt(i and i.p99_ms)} | {'-' if i is None else i.errors} "
+                        f"| {fmt(ratio(e.per_second, i and i.per_second), 2)} |")
+            lines.append(row)
     return "\n".join(lines)
 
 
-def main() -> None:
+def goals(results: list[PrecisionResult]) -> list[str]:
+    """One line per goal and precision: the measured value and met / missed."""
+    lines = []
+    for r in results:
+        p = f"**{r.precision}**"
+        parts = [f"{fmt(ratio(e.per_second, r.raw[c]), 2)}x at {c}" for c, e in r.r2end.items()]
+        ok = all((ratio(e.per_second, r.raw[c]) or 0) >= E2E_GOAL for c, e in r.r2end.items())
+        lines.append(f"- {p} end to end >= {E2E_GOAL:g}x raw ONNX at the same concurrency: {', '.join(parts)} ({verdict(ok)})")
+        if r.infinity is not None:
+            mine, theirs = r.r2end.get(PEER_THROUGHPUT_CLIENTS), r.infinity.get(PEER_THROUGHPUT_CLIENTS)
+            x = ratio(mine and mine.per_second, theirs and theirs.per_second)
+            lines.append(f"- {p} `/recommend` >= {PEER_THROUGHPUT_GOAL:g}x infinity `/embeddings` at {PEER_THROUGHPUT_CLIENTS} clients: "
+                         f"{fmt(x, 2)}x ({verdict(None if x is None else x >= PEER_THROUGHPUT_GOAL)})")
+            mine, theirs = r.r2end.get(PEER_P99_CLIENTS), r.infinity.get(PEER_P99_CLIENTS)
+            a, b = mine and mine.p99_ms, theirs and theirs.p99_ms
+            lines.append(f"- {p} `/recommend` p99 <= infinity's at {PEER_P99_CLIENTS} client: {fmt(a)} vs {fmt(b)} ms "
+                         f"({verdict(None if a is None or b is None else a <= b)})")
+        s = r.single
+        lines.append(f"- {p} single client, {s.requests} sequential requests: p50 {fmt(s.p50_ms)}, p95 {fmt(s.p95_ms)}, p99 {fmt(s.p99_ms)} ms "
+                     f"(p99 <= {SINGLE_P99_GOAL_MS:g} ms: {verdict(s.p99_ms is not None and s.p99_ms <= SINGLE_P99_GOAL_MS)})")
+    return lines
+
+
+def fusion_reports(args: argparse.Namespace) -> list[tuple[str, fusion.FusionReport]]:
+    reports = [("r2end user graph (fp32)", fusion.fusion_report(args.bundle / B.USER_ONNX))]
+    if args.peer_infinity:
+        reports.append(("infinity peer, optimum export (fp32)", fusion.fusion_report(Path(args.peer_infinity) / "models" / "minilm-fp32" / "model.onnx")))
+    return reports
+
+
+def fusion_section(reports: list[tuple[str, fusion.FusionReport]]) -> str:
+    return ("Transformer fusions that `onnxruntime.transformers.optimizer` (BERT, `opt_level=0`: its own fusions only) finds in "
+            "each graph: nodes of each fused type afterwards (`LayerNormalization` also counts ones the export wrote as such). "
+            "0 `Attention` and 0 `SkipLayerNormalization` mean ONNX Runtime runs each attention's MatMuls, Softmax and the residual "
+            "Adds as separate nodes:\n\n" + fusion.markdown(reports))
+
+
+def report(args: argparse.Namespace, manifest: B.Manifest, data: TrafficData, texts: list[str], mean_tokens: float,
+           truncated: float, results: list[PrecisionResult], fusions: list[tuple[str, fusion.FusionReport]]) -> str:
+    peer = (" Peer: infinity-emb (`--engine optimum`, ONNX Runtime, mean pooling, same all-MiniLM-L6-v2; int8 = its dynamic "
+            "per-channel `model_quantized.onnx`), started from `--peer-infinity`, same texts, same clients.") if args.peer_infinity else ""
+    lines = [
+        (f"Bundle `{manifest.bundle_version}` ({manifest.variant}, {manifest.encoder}, {manifest.n_items} items), ONNX threads "
+         f"{args.threads}, batcher wait {args.max_wait_ms:g} ms. Requests: {len(texts)} test-user histories of {data.dataset} "
+         f"(at most {DEFAULT_MAX_HISTORY} events, k={K}), verbalised to a mean {mean_tokens:.0f} tokens "
+         f"({truncated:.0%} cut at the graph's limit of {manifest.max_seq_length}). {args.seconds:g} s per level, closed loop "
+         f"(each client sends its next request when the last is answered); the client runs on the same machine.{peer}"),
+        "",
+        table(results),
+        "",
+        *goals(results),
+    ]
+    if fusions:
+        lines += ["", fusion_section(fusions)]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each measurement")
+    parser.add_argument("--levels", type=lambda s: [int(v) for v in s.split(",") if v.strip()], default=list(DEFAULT_LEVELS),
+                        help="concurrency levels = raw ONNX batch sizes (default 1,8,32)")
+    parser.add_argument("--precisions", type=lambda s: [v.strip() for v in s.split(",") if v.strip()], default=["fp32"],
+                        help="user graphs to measure, in order: fp32, int8 or fp32,int8")
+    parser.add_argument("--int8", action="store_true", help="shorthand for --precisions int8")
     parser.add_argument("--threads", type=int, default=available_cores(), help="ONNX Runtime threads (raw and server)")
     parser.add_argument("--max-wait-ms", type=float, default=4.0, help="the server's R2END_MAX_WAIT_MS")
-    parser.add_argument("--histories", type=int, default=256)
+    parser.add_argument("--histories", type=Path, help="histories JSON (loadtest/make_histories.py; default: the bundle's dataset's test users)")
     parser.add_argument("--single-requests", type=int, default=300)
-    parser.add_argument("--append", type=Path, help="append the table to this Markdown file (e.g. docs/BENCHMARKS.md)")
-    parser.add_argument("--int8", action="store_true", help="the int8 user graph (raw and server: R2END_USE_INT8=true)")
-    args = parser.parse_args()
+    parser.add_argument("--peer-infinity", type=Path, metavar="PEER_ROOT", help="also measure infinity-emb installed there by shared/peers/infinity/setup.sh")
+    parser.add_argument("--peer-start-timeout", type=float, default=600.0, help="seconds infinity may take to become ready")
+    parser.add_argument("--fusion", action="store_true", help="add the ONNX Runtime transformer-fusion counts of the user graph")
+    parser.add_argument("--fusion-only", action="store_true", help="print the fusion counts and exit (no throughput runs)")
+    parser.add_argument("--append", type=Path, help="append the section to this Markdown file (e.g. docs/BENCHMARKS.md)")
+    parser.add_argument("--json", type=Path, help="also write every number to this JSON file")
+    args = parser.parse_args(argv)
+    if args.int8:
+        args.precisions = ["int8"]
+    bad = [p for p in args.precisions if p not in PRECISIONS]
+    if bad or not args.precisions:
+        parser.error(f"--precisions: {bad or 'none'}; expected a list of {', '.join(PRECISIONS)}")
+    if not args.levels or min(args.levels) < 1:
+        parser.error("--levels: positive integers, e.g. 1,8,32")
+    return args
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)  # third-party chatter stays quiet
+    for name in ("bench_service", "loadtest"):
+        logging.getLogger(name).setLevel(logging.INFO)
     manifest = B.load_manifest(args.bundle)
+    fusions = fusion_reports(args) if args.fusion or args.fusion_only else []
+    if args.fusion_only:
+        print(fusion_section(fusions))
+        return
     catalog = Catalog.load_jsonl(args.bundle / B.CATALOG)
-    histories = make_histories(catalog, manifest, args.histories)
-    texts = texts_of(histories, catalog, manifest)
-    encoder = OnnxTextEncoder(args.bundle / (B.USER_ONNX_INT8 if args.int8 else B.USER_ONNX), args.bundle / B.TOKENIZER, manifest.max_seq_length, threads=args.threads)
-    raw = [bench_raw(encoder, texts, batch, args.seconds) for batch in BATCH_SIZES]
-    del encoder
-    for r in raw:
-        print(f"raw batch {r['batch']}: {r['per_second']:.1f} histories/s", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
+        workdir = Path(tmp)
+        data = TrafficData.load(histories_path(args, manifest.dataset, workdir))
+        bodies, texts = requests_of(data, catalog, manifest)
+        tokenizer = OnnxTextEncoder(args.bundle / B.USER_ONNX, args.bundle / B.TOKENIZER, manifest.max_seq_length, threads=1)
+        lengths = [len(ids) for ids in tokenizer.tokenize(texts)]
+        del tokenizer
+        mean_tokens = float(np.mean(lengths))
+        truncated = float(np.mean([n >= manifest.max_seq_length for n in lengths]))
+        log.info("%d requests from %s (mean %.0f tokens)", len(bodies), data.dataset, mean_tokens)
+        results = [bench_precision(args, precision, manifest, bodies, texts, workdir) for precision in args.precisions]
+    section = report(args, manifest, data, texts, mean_tokens, truncated, results, fusions)
+    print(section)
 
-    bodies = [json.dumps({"history": h, "k": 10}).encode() for h in histories]
-    with tempfile.TemporaryDirectory() as tmp:
-        server, url = procs.service(args.bundle, Path(tmp), args.int8, args.threads, max_batch_size=32, max_wait_ms=args.max_wait_ms)
-        with server:
-            port = urlsplit(url).port
-            asyncio.run(closed_loop(port, bodies, 4, 1.0))  # warm-up
-            e2e = [asyncio.run(closed_loop(port, bodies, batch, args.seconds)) for batch in BATCH_SIZES]
-            for e in e2e:
-                print(f"e2e concurrency {e['concurrency']}: {e['per_second']:.1f} req/s", file=sys.stderr)
-            single = asyncio.run(sequential(port, bodies, args.single_requests))
-    table = markdown(raw, e2e, single, manifest, args.threads, args.max_wait_ms)
-    table = f"User graph: **{'int8' if args.int8 else 'fp32'}**. " + table
-    print(table)
+    from training.provenance import machine_line, stamp
+
+    info = stamp()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {**info, "bundle_version": manifest.bundle_version, "levels": args.levels, "seconds": args.seconds,
+                   "threads": args.threads, "max_wait_ms": args.max_wait_ms, "requests": len(bodies), "mean_tokens": mean_tokens,
+                   "results": [asdict(r) for r in results],
+                   "fusion": {label: {"fused": r.fused, "nodes_before": r.nodes_before, "nodes_after": r.nodes_after} for label, r in fusions}}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        log.info("wrote %s", args.json)
     if args.append:
-        from training.provenance import machine_line, stamp
-
-        info = stamp()
-        section = (f"\n## Service benchmark, {info['created']}\n\n`{info['command']}`  \ngit {info['git_commit']}; {machine_line()}\n\n"
-                   f"{table}\n")
+        title = "Service benchmark" + (" vs infinity-emb" if args.peer_infinity else "")
         with open(args.append, "a", encoding="utf-8") as handle:
-            handle.write(section)
-        print(f"appended to {args.append}", file=sys.stderr)
-
-
-async def sequential(port: int, bodies: list[bytes], n: int) -> dict:
-    conn = Connection("127.0.0.1", port)
-    latencies = []
-    try:
-        for i in range(n):
-            t0 = time.perf_counter()
-            status, _ = await conn.post("/recommend", bodies[i % len(bodies)])
-            latencies.append(time.perf_counter() - t0)
-            assert status == 200, status
-    finally:
-        conn.close()
-    ms = np.array(latencies) * 1000
-    return {"requests": n, "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99))}
+            handle.write(f"\n## {title}, {info['created']}\n\n`{info['command']}`  \ngit {info['git_commit']}; {machine_line()}\n\n{section}\n")
+        log.info("appended to %s", args.append)
 
 
 if __name__ == "__main__":
