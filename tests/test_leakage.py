@@ -187,7 +187,7 @@ def _config(**update) -> R2ENDConfig:
 def test_distillation_and_projection_train_on_each_users_training_target(tmp_path, spied_training):
     ds = _ds()
     _write_teacher(ds, tmp_path)
-    pipeline.train_r2end(_config(), ds, tmp_path, log=lambda _m: None)
+    pipeline.train_r2end(_config(), ds, tmp_path)
     [(histories, targets)] = spied_training["distill"]
     assert len(targets) == ds.n_users
     for u, (history, target) in enumerate(zip(histories, targets)):
@@ -213,13 +213,13 @@ def test_r2end_under_the_cold_protocol_never_trains_on_a_cold_item(tmp_path, mon
     class Trained(Exception):
         pass
 
-    def train_then_stop(config, train_ds, data_dir, log, trainable=None):
-        pipeline.train_r2end(config, train_ds, data_dir, log, trainable=trainable)
+    def train_then_stop(config, train_ds, data_dir, trainable=None):
+        pipeline.train_r2end(config, train_ds, data_dir, trainable=trainable)
         raise Trained
 
     monkeypatch.setattr(run, "train_r2end", train_then_stop)
     with pytest.raises(Trained):
-        run.train_and_report(config, ds, tmp_path, None, log=lambda _m: None)
+        run.train_and_report(config, ds, tmp_path, None)
     [(histories, targets)] = spied_training["distill"]
     assert histories, "something was distilled"
     for text in histories + targets:
@@ -251,16 +251,16 @@ def isolated_results(tmp_path, monkeypatch):
     return tmp_path / "results"
 
 
-def _spy_sasrec_batches(monkeypatch) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Every (inputs, labels) batch SASRec's training loop computes a loss on."""
+def _spy_sasrec_batches(monkeypatch) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """Every (inputs, labels, items blocked from the softmax) batch SASRec's training loop computes a loss on."""
     from training.models import sasrec
 
-    batches: list[tuple[np.ndarray, np.ndarray]] = []
+    batches: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
     real_loss = sasrec.next_item_loss
 
-    def spy(net, inputs, labels, *args, **kwargs):
-        batches.append((inputs.numpy().copy(), labels.numpy().copy()))
-        return real_loss(net, inputs, labels, *args, **kwargs)
+    def spy(net, inputs, labels, blocked=None):
+        batches.append((inputs.numpy().copy(), labels.numpy().copy(), None if blocked is None else blocked.numpy().copy()))
+        return real_loss(net, inputs, labels, blocked=blocked)
 
     monkeypatch.setattr(sasrec, "next_item_loss", spy)
     return batches
@@ -275,7 +275,8 @@ def test_sasrec_trains_on_each_users_training_part_only(monkeypatch, isolated_re
     training_parts = {tuple(row for row, _ in ds.train_sequence(u)) for u in range(ds.n_users)}
     assert max(map(len, training_parts)) <= 20, "no truncation in this check"
     rows = 0
-    for inputs, labels in batches:
+    for inputs, labels, blocked in batches:
+        assert blocked is None
         for x, y in zip(inputs, labels):
             seen = (x[x > 0] - 1).tolist()
             assert y[y >= 0].tolist() == seen[1:] + [int(y[-1])], "labels are the inputs shifted by one"
@@ -294,11 +295,12 @@ def test_sasrec_under_the_cold_protocol_never_trains_on_a_cold_item(monkeypatch,
                                 cold_share=COLD_SHARE)
     assert json.loads(path.read_text())["cold_start"]["cold_items"] == int(cold.sum())
     assert batches
-    for inputs, labels in batches:
+    for inputs, labels, blocked in batches:
         rows_in = inputs[inputs > 0] - 1
         rows_out = labels[labels >= 0]
         assert not cold[rows_in].any(), "a cold item in SASRec's input"
         assert not cold[rows_out].any(), "a cold item as SASRec's training label"
+        assert blocked is not None and (blocked == cold).all(), "cold items must be out of SASRec's output softmax"
 
 
 # --------------------------------------------------------------------------- evaluator

@@ -60,3 +60,89 @@ def test_a_run_ended_by_the_epoch_cap_is_labelled_not_converged(tmp_path, monkey
 
     converged = json.loads(run_sasrec(ds, "none", {**common, "max_epochs": 30, "patience": 1}).read_text())
     assert NOT_CONVERGED not in converged["notes"]
+
+
+# --------------------------------------------------------------------------- cold-start protocol (issue #12)
+
+
+def _toy_batch():
+    from training.models.sasrec import _left_pad
+
+    inputs = _left_pad([[0, 1, 2], [4, 5, 6, 8]], 6)
+    labels = _left_pad([[1, 2, 9], [5, 6, 8, 10]], 6) - 1
+    return inputs, labels
+
+
+def test_held_out_items_get_no_gradient_and_do_not_change_the_loss():
+    import torch
+
+    from training.models.sasrec import SASRecNet, next_item_loss
+
+    torch.manual_seed(0)
+    net = SASRecNet(12, SASRecConfig(hidden=8, max_len=6, dropout=0.0)).eval()
+    blocked = torch.zeros(12, dtype=torch.bool)
+    blocked[[3, 7, 11]] = True
+    inputs, labels = _toy_batch()
+
+    loss, n = next_item_loss(net, inputs, labels, blocked=blocked)
+    assert n == 7
+    loss.backward()
+    grad = net.items.weight.grad[1:]
+    assert torch.count_nonzero(grad[blocked]) == 0, "held-out output embeddings must get no gradient"
+    assert torch.count_nonzero(grad[~blocked]) > 0
+
+    with torch.no_grad():
+        big = 20.0 * torch.randn(int(blocked.sum()), 8, generator=torch.Generator().manual_seed(1))
+        net.items.weight[1:][blocked] = big  # logits of held-out items become huge: the loss must not notice
+        again, _ = next_item_loss(net, inputs, labels, blocked=blocked)
+        unmasked, _ = next_item_loss(net, inputs, labels)
+    assert again.item() == loss.item()
+    assert unmasked.item() > loss.item() + 1.0, "without the mask the same logits would weigh in (the test has teeth)"
+
+
+def test_a_held_out_item_as_a_training_label_is_an_error():
+    import pytest
+    import torch
+
+    from training.models.sasrec import SASRecNet, next_item_loss
+
+    net = SASRecNet(12, SASRecConfig(hidden=8, max_len=6))
+    blocked = torch.zeros(12, dtype=torch.bool)
+    blocked[9] = True  # a label of the toy batch
+    with pytest.raises(ValueError, match=r"held-out item rows \[9\] are training labels"):
+        next_item_loss(net, *_toy_batch(), blocked=blocked)
+
+
+def test_fit_leaves_held_out_rows_as_initialised():
+    import numpy as np
+    import torch
+
+    from training.evaluation.coldstart import pick_cold_items, training_view
+    from training.models.sasrec import SASRecNet
+
+    ds = _ds()
+    cold = pick_cold_items(ds, 0.2)
+    view = training_view(ds, cold)
+    config = SASRecConfig(hidden=16, max_len=20, max_epochs=2, patience=100, batch_size=8, weight_decay=0.01)
+    torch.manual_seed(config.seed)
+    initial = SASRecNet(ds.n_items, config).items.weight.detach()[1:].clone()
+    model = SASRec(config)
+    model.fit(view, _validate(view), held_out=cold)
+    trained = model.net.items.weight.detach()[1:]
+    assert torch.equal(trained[torch.from_numpy(cold)], initial[torch.from_numpy(cold)]), "held-out rows must not move (weight decay included)"
+    assert not torch.equal(trained[torch.from_numpy(~cold)], initial[torch.from_numpy(~cold)])
+    assert np.isfinite(model.score(ds, [0], [ds.example(0, "test")[0]])).all(), "held-out items are still scored"
+
+
+def test_a_checkpoint_is_not_resumed_with_other_held_out_items(tmp_path):
+    from training.evaluation.coldstart import pick_cold_items, training_view
+
+    ds = _ds()
+    cold = pick_cold_items(ds, 0.2)
+    view = training_view(ds, cold)
+    config = SASRecConfig(hidden=16, max_len=20, max_epochs=1, patience=100, batch_size=8)
+    checkpoint = tmp_path / "sasrec.pt"
+    SASRec(config).fit(view, _validate(view), checkpoint=checkpoint)  # as before issue #12: cold items in the softmax
+    seen = []
+    SASRec(config).fit(view, _validate(view), progress=seen.append, checkpoint=checkpoint, held_out=cold)
+    assert [e["epoch"] for e in seen] == [1], "a checkpoint trained with another softmax must start over"

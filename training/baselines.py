@@ -88,7 +88,8 @@ def run_sasrec(
     """Tune SASRec-CE on a grid by validation NDCG@10, then evaluate the best on test.
 
     Under the cold-start protocol (``cold_share`` > 0) it trains and validates on the
-    training view and is tested on the full split, like every other model.
+    training view, with the held-out items also out of its output softmax (see
+    :meth:`SASRec.fit`), and is tested on the full split, like every other model.
     """
     from training.models.sasrec import SASRec, SASRecConfig
 
@@ -106,6 +107,7 @@ def run_sasrec(
             validate=lambda m: evaluate(m, ds, "valid", mask_history, keep_per_user=False).metrics,
             progress=(lambda entry, label=label: on_epoch(label, entry)) if on_epoch else None,
             checkpoint=checkpoint,
+            held_out=cold,
         )
         valid = evaluate(model, ds, "valid", mask_history, keep_per_user=False)
         best_epoch = max(model.log, key=lambda e: e["valid_NDCG@10"])

@@ -92,16 +92,25 @@ def _left_pad(rows: Sequence[Sequence[int]], length: int) -> torch.Tensor:
     return batch
 
 
-def next_item_loss(net: SASRecNet, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+def next_item_loss(
+    net: SASRecNet, inputs: torch.Tensor, labels: torch.Tensor, blocked: torch.Tensor | None = None
+) -> tuple[torch.Tensor, int]:
     """Mean full-softmax cross-entropy over the non-padding positions of a batch, and their number.
 
     ``inputs`` are left-padded item sequences (rows + 1, 0 = padding) and ``labels`` the
     next item row at each position (-1 = padding): exactly what the model trains on.
+    ``blocked`` (bool per item row) removes items from the softmax: their logits are -inf,
+    so they are not even negatives and their embeddings get no gradient from the loss.
     """
     hidden = net(inputs)
     keep = labels >= 0
     logits = net.item_logits(hidden[keep])
-    return nn.functional.cross_entropy(logits, labels[keep]), int(keep.sum())
+    targets = labels[keep]
+    if blocked is not None:
+        if blocked[targets].any():
+            raise ValueError(f"held-out item rows {sorted(set(targets[blocked[targets]].tolist()))[:5]} are training labels")
+        logits = logits.masked_fill(blocked, float("-inf"))
+    return nn.functional.cross_entropy(logits, targets), int(keep.sum())
 
 
 class SASRec:
@@ -119,12 +128,20 @@ class SASRec:
         validate: Callable[[SASRec], dict[str, float]],
         progress: Callable[[dict], None] | None = None,
         checkpoint: Path | None = None,
+        held_out: np.ndarray | None = None,
     ) -> list[dict]:
         """Train on each user's training part until validation NDCG@10 stops improving.
 
         With ``checkpoint``, the full training state (weights, optimiser, RNG, best weights,
         log) is saved after every epoch and a run with the same file resumes from it: long
-        CPU trainings survive interruptions. The file is tied to the config and the split.
+        CPU trainings survive interruptions. The file is tied to the config, the split and
+        the held-out items.
+
+        ``held_out`` (bool per item row; the cold-start protocol's cold items) is kept out of
+        training entirely: out of the inputs and labels (the training view already has none)
+        and out of the output softmax, so these items are not trained even as negatives.
+        Their embedding rows stay as initialised, which is what an id-based model has for an
+        item added after training, and they are scored with them like every other item.
         """
         cfg = self.config
         torch.manual_seed(cfg.seed)
@@ -140,6 +157,14 @@ class SASRec:
         best, best_state, since_best = -1.0, None, 0
         self.log = []
         identity = {"config": cfg.model_dump(exclude={"threads", "max_epochs", "patience"}), "split": ds.split_hash}
+        blocked = None
+        if held_out is not None and np.any(held_out):
+            held_out = np.asarray(held_out, dtype=bool)
+            if held_out.shape != (ds.n_items,):
+                raise ValueError(f"held_out has shape {held_out.shape}, expected ({ds.n_items},)")
+            blocked = torch.from_numpy(held_out.copy())
+            identity["held_out"] = np.flatnonzero(held_out).tolist()
+            initial_rows = self.net.items.weight.detach()[1:][blocked].clone()
         first_epoch = 1
         if checkpoint is not None and checkpoint.is_file():
             state = torch.load(checkpoint, weights_only=False)
@@ -159,10 +184,13 @@ class SASRec:
             total, count = 0.0, 0
             for start in range(0, len(order), cfg.batch_size):
                 idx = order[start : start + cfg.batch_size]
-                loss, n = next_item_loss(self.net, inputs[idx], labels[idx])
+                loss, n = next_item_loss(self.net, inputs[idx], labels[idx], blocked=blocked)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
+                if blocked is not None:  # weight decay would still shrink them: held-out rows stay as initialised
+                    with torch.no_grad():
+                        self.net.items.weight[1:][blocked] = initial_rows
                 total += loss.item() * n
                 count += n
             metrics = validate(self)

@@ -121,12 +121,13 @@ def build_tower(n_items: int, out_dim: int, checkpoint: str | None) -> SequenceT
     return SequenceTower(net, out_dim)
 
 
-def sasrec_checkpoint(ds: PreparedDataset, log: Callable[[str], None] = print) -> str:
+def sasrec_checkpoint(ds: PreparedDataset, log: Callable[[str], None] = print, held_out: np.ndarray | None = None) -> str:
     """Train (or finish, or reuse) SASRec-CE with its tuned configuration on exactly this data.
 
     The configuration is the one ``r2end baseline sasrec-ce`` selected on validation (its
     result file), so the tower starts from the baseline it has to beat; the checkpoint is
-    tied to the data's split hash, so the cold-start view gets its own.
+    tied to the data's split hash, so the cold-start view gets its own; ``held_out`` items
+    (the cold-start protocol's) are kept out of its output softmax as well.
     """
     from training.evaluation.report import load_results
     from training.models.sasrec import SASRec, SASRecConfig
@@ -137,7 +138,7 @@ def sasrec_checkpoint(ds: PreparedDataset, log: Callable[[str], None] = print) -
     path = home() / "runs" / "sasrec" / ds.name / f"cf-tower-{ds.split_hash[:8]}.pt"
     log(f"  R2END+CF: SASRec-CE tower init {config.model_dump()} -> {path}")
     SASRec(config).fit(ds, lambda m: evaluate(m, ds, "valid", keep_per_user=False).metrics,
-                       progress=lambda e: log(f"  tower SASRec {e}"), checkpoint=path)
+                       progress=lambda e: log(f"  tower SASRec {e}"), checkpoint=path, held_out=held_out)
     return str(path)
 
 
@@ -226,7 +227,7 @@ def train_cf(
     frozen = torch.from_numpy(~trainable)
     tower = None
     if config.design == "sequence-tower":
-        checkpoint = sasrec_checkpoint(ds, log) if config.tower_checkpoint == "auto" else config.tower_checkpoint
+        checkpoint = sasrec_checkpoint(ds, log, ~trainable) if config.tower_checkpoint == "auto" else config.tower_checkpoint
         tower = build_tower(ds.n_items, base.projection.linear.out_features, checkpoint)
     head = CFHead(base.projection, ds.n_items, config.design, tower)
     sequences = _sequences(head, [h for _, h, _ in examples], trainable)
