@@ -78,6 +78,11 @@ ABLATIONS: dict[str, dict] = {
     "r2end-cf-residual": {"cf": {"design": "item-residual"}},
     "r2end-cf-history": {"cf": {"design": "history-tower"}},
     "r2end-cf-sequence": {"cf": {"design": "sequence-tower", "tower_checkpoint": "auto"}},
+    # The same collaborative heads on the teacher-free text path (ablation 3's settings): what a
+    # user without an LLM budget can deploy, and the baseline that says what the teacher adds.
+    "text-cf-residual": {"rationale": "item", "item_text": "metadata", "cf": {"design": "item-residual"}},
+    "text-cf-history": {"rationale": "item", "item_text": "metadata", "cf": {"design": "history-tower"}},
+    "text-cf-sequence": {"rationale": "item", "item_text": "metadata", "cf": {"design": "sequence-tower", "tower_checkpoint": "auto"}},
 }
 """Table 2 of the paper (ablation 4, mean-pooled history, is the ``meanpool`` baseline), and the
 collaborative variants of issue 7. Every entry also runs under the cold-start protocol
