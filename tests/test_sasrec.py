@@ -146,3 +146,117 @@ def test_a_checkpoint_is_not_resumed_with_other_held_out_items(tmp_path):
     seen = []
     SASRec(config).fit(view, _validate(view), progress=seen.append, checkpoint=checkpoint, held_out=cold)
     assert [e["epoch"] for e in seen] == [1], "a checkpoint trained with another softmax must start over"
+
+
+# --------------------------------------------------------------------------- the tuning grid (issue #12)
+
+
+def test_the_wide_grid_is_the_issue_grid():
+    from training.baselines import SASREC_GRIDS, select_grid
+
+    points = select_grid("wide")
+    assert len(points) == 3 * 2 * 3 * 2
+    assert {p["hidden"] for p in points} == {64, 128, 256} and {p["layers"] for p in points} == {2, 3}
+    assert {p["dropout"] for p in points} == {0.1, 0.2, 0.5} and {p["max_len"] for p in points} == {50, 200}
+    assert all(p["patience"] >= 20 for p in points)
+    assert {p["hidden"] for p in select_grid("wide-1m")} >= {128, 256}
+    for grid in SASREC_GRIDS.values():
+        for key in grid:
+            assert key in SASRecConfig.model_fields
+
+
+def test_only_selects_a_subset_and_names_a_bad_key_or_value():
+    import pytest
+
+    from training.baselines import select_grid
+
+    subset = select_grid("wide", {"hidden": [256]})
+    assert len(subset) == 12 and all(p["hidden"] == 256 for p in subset)
+    assert len(select_grid("wide", {"hidden": [128, 256], "max_len": [200]})) == 12
+    with pytest.raises(ValueError, match="grid 'wide' does not vary 'lr'"):
+        select_grid("wide", {"lr": [1e-3]})
+    with pytest.raises(ValueError, match=r"--only hidden=512: not in grid 'wide' \(hidden in \[64, 128, 256\]\)"):
+        select_grid("wide", {"hidden": [512]})
+    with pytest.raises(ValueError, match="unknown grid 'huge'"):
+        select_grid("huge")
+
+
+def test_cli_only_errors_before_loading_data(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from training.cli import app
+    from training.cli import model as cli_model
+
+    monkeypatch.setattr(cli_model, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(AssertionError("data loaded")))
+    runner = CliRunner()
+    for args, message in [(["--only", "hidden=512"], "--only hidden=512: not in grid 'wide'"),
+                          (["--only", "hidden"], "expected key=value"),
+                          (["--only", "lr=0.001"], "does not vary 'lr'")]:
+        result = runner.invoke(app, ["baseline", "sasrec-ce", "ml-100k", "--grid", "wide", *args])
+        assert result.exit_code == 2, result.output
+        assert message in result.output
+    result = runner.invoke(app, ["baseline", "pop", "ml-100k", "--only", "hidden=64"])
+    assert result.exit_code == 2 and "apply to sasrec-ce only" in result.output
+
+
+TINY = {"hidden": [8, 16], "dropout": [0.1]}
+COMMON = {"max_len": 20, "batch_size": 8, "max_epochs": 3, "patience": 100}
+
+
+def _tiny_grid(tmp_path, monkeypatch, home: str):
+    import training.evaluation.report as report
+    from training import baselines
+
+    monkeypatch.setitem(baselines.SASREC_GRIDS, "tiny", TINY)
+    monkeypatch.setenv("R2END_HOME", str(tmp_path / home))
+    monkeypatch.setattr(report, "results_dir", lambda: tmp_path / "results")
+    return baselines
+
+
+def test_every_trial_is_recorded_and_a_killed_grid_resumes_in_its_trial(tmp_path, monkeypatch):
+    import json
+
+    import pytest
+
+    baselines = _tiny_grid(tmp_path, monkeypatch, "home")
+    ds = _ds()
+
+    def kill(label, entry):
+        if label == "dropout=0.1,hidden=16" and entry["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        baselines.run_sasrec(ds, "tiny", COMMON, on_epoch=kill)
+    seen = []
+    path = baselines.run_sasrec(ds, "tiny", COMMON, on_epoch=lambda label, e: seen.append((label, e["epoch"])))
+    assert seen == [("dropout=0.1,hidden=16", 2), ("dropout=0.1,hidden=16", 3)], "finished trials reload; the killed one resumes"
+
+    record = json.loads(path.read_text())
+    trials = record["config"]["trials"]
+    assert [t["grid_point"] for t in trials] == [{"dropout": 0.1, "hidden": 8}, {"dropout": 0.1, "hidden": 16}]
+    for trial in trials:
+        assert trial["config"]["hidden"] == trial["grid_point"]["hidden"] and trial["epochs_run"] == 3
+        assert trial["stopped_by"] == "epoch cap" and 1 <= trial["best_epoch"] <= 3
+        assert trial["valid_NDCG@10"] == trial["valid"]["NDCG@10"]
+    best = max(trials, key=lambda t: t["valid_NDCG@10"])
+    assert record["config"]["best"] == best["config"], "chosen on validation"
+    assert record["config"]["grid_name"] == "tiny" and record["config"]["grid"] == TINY
+
+    # the interrupted grid ends exactly where an uninterrupted one does
+    baselines = _tiny_grid(tmp_path, monkeypatch, "fresh-home")
+    fresh = json.loads(baselines.run_sasrec(ds, "tiny", COMMON).read_text())
+    assert [t["valid"] for t in fresh["config"]["trials"]] == [t["valid"] for t in trials]
+    assert fresh["test"] == record["test"]
+
+
+def test_a_grid_subset_is_recorded_apart_from_the_results(tmp_path, monkeypatch):
+    import json
+
+    baselines = _tiny_grid(tmp_path, monkeypatch, "home")
+    ds = _ds()
+    path = baselines.run_sasrec(ds, "tiny", {**COMMON, "max_epochs": 1}, only={"hidden": [16]})
+    assert path == tmp_path / "home" / "runs" / "partial-results" / ds.name / "sasrec-ce.json"
+    assert not (tmp_path / "results" / ds.name / "sasrec-ce.json").exists()
+    record = json.loads(path.read_text())
+    assert [t["grid_point"]["hidden"] for t in record["config"]["trials"]] == [16]
+    assert record["config"]["only"] == {"hidden": [16]} and baselines.PARTIAL in record["notes"]

@@ -2,7 +2,11 @@
 
 ``sasrec-ce`` is tuned on a grid: each configuration trains with early stopping on
 validation NDCG@10, the best configuration (by validation, never by test) is
-evaluated on test, and the whole grid is recorded in the result.
+evaluated on test, and every configuration tried is recorded in the result (its
+config, best epoch, validation scores and what stopped it). Each trial checkpoints
+after every epoch under ``$R2END_HOME/runs/sasrec/<dataset>/``, so a killed grid
+resumes in the trial it was in (finished trials only reload); a subset of the grid
+(``only``) can run in another session or on a GPU and its checkpoints be copied back.
 """
 
 from __future__ import annotations
@@ -23,14 +27,47 @@ BASELINES = ("pop", "sasrec-ce", "meanpool")
 SASREC_GRIDS: dict[str, dict[str, list[Any]]] = {
     "none": {},
     "small": {"hidden": [64, 128], "dropout": [0.2, 0.5]},
-    "wide": {"hidden": [64, 128], "dropout": [0.2, 0.5], "layers": [2, 3], "lr": [1e-3, 5e-4]},
+    # issue #12's ML-100K grid: 36 configurations, patience 20
+    "wide": {"hidden": [64, 128, 256], "layers": [2, 3], "dropout": [0.1, 0.2, 0.5], "max_len": [50, 200], "patience": [20]},
+    # what ML-1M affords (1.5-2.5 CPU-hours a trial): the larger hidden sizes, otherwise the defaults
+    "wide-1m": {"hidden": [128, 256], "patience": [20]},
 }
+"""Named SASRec grids: each key is a :class:`~training.models.sasrec.SASRecConfig` field."""
+PARTIAL = "grid subset, not a tuned result"
 
 
 def grid_configs(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Every combination of a grid (one empty dict for no grid)."""
     keys = sorted(grid)
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def select_grid(grid_name: str, only: dict[str, list[Any]] | None = None) -> list[dict[str, Any]]:
+    """The grid points of ``grid_name`` whose values are in ``only`` (all of them without ``only``).
+
+    Raises ValueError naming an unknown grid, a key the grid does not vary, or a value it
+    does not hold: a typo must not silently select nothing or something else.
+    """
+    if grid_name not in SASREC_GRIDS:
+        raise ValueError(f"unknown grid {grid_name!r}; known: {', '.join(SASREC_GRIDS)}")
+    grid = SASREC_GRIDS[grid_name]
+    for key, values in (only or {}).items():
+        if key not in grid:
+            raise ValueError(f"--only {key}: grid {grid_name!r} does not vary {key!r}; it varies {', '.join(sorted(grid)) or 'nothing'}")
+        missing = [v for v in values if v not in grid[key]]
+        if missing:
+            raise ValueError(f"--only {key}={','.join(map(str, missing))}: not in grid {grid_name!r} ({key} in {grid[key]})")
+    return [point for point in grid_configs(grid) if all(point[k] in v for k, v in (only or {}).items())]
+
+
+def trial_label(grid_point: dict[str, Any]) -> str:
+    """``hidden=128,layers=2`` (or ``default``): how a trial is named in logs and plots."""
+    return ",".join(f"{k}={v}" for k, v in grid_point.items()) or "default"
+
+
+def stopped_by(log: list[dict], best_epoch: int, patience: int, max_epochs: int) -> str:
+    """``patience`` (converged by early stopping) or ``epoch cap`` (still improving when it hit max_epochs)."""
+    return "patience" if len(log) - best_epoch >= patience else "epoch cap" if len(log) >= max_epochs else "unfinished"
 
 
 def cold_setup(ds: PreparedDataset, cold_share: float, seed: int = 22) -> tuple[PreparedDataset, Any]:
@@ -84,24 +121,31 @@ def run_sasrec(
     on_epoch: Callable[[str, dict], None] | None = None,
     curve_path: Path | None = None,
     cold_share: float = 0.0,
+    only: dict[str, list[Any]] | None = None,
 ) -> Path:
     """Tune SASRec-CE on a grid by validation NDCG@10, then evaluate the best on test.
 
     Under the cold-start protocol (``cold_share`` > 0) it trains and validates on the
     training view, with the held-out items also out of its output softmax (see
     :meth:`SASRec.fit`), and is tested on the full split, like every other model.
+    With ``only`` (a subset of the grid's values) the result is written to
+    ``$R2END_HOME/runs/partial-results`` and never into the committed tables.
     """
     from training.models.sasrec import SASRec, SASRecConfig
 
+    points = select_grid(grid_name, only)
+    if not points:
+        raise ValueError(f"--only {only}: no configuration of grid {grid_name!r} left")
     full, (ds, cold) = ds, cold_setup(ds, cold_share)
+    folder = home() / "runs" / "sasrec" / ds.name
 
     trials = []
     best_model, best_valid = None, None
-    for grid_point in grid_configs(SASREC_GRIDS[grid_name]):
+    for grid_point in points:
         config = SASRecConfig(**{**(overrides or {}), **grid_point})
         model = SASRec(config)
-        label = ",".join(f"{k}={v}" for k, v in grid_point.items()) or "default"
-        checkpoint = home() / "runs" / "sasrec" / ds.name / f"{label}{'-cold' if cold is not None else ''}-{ds.split_hash[:8]}.pt"
+        label = trial_label(grid_point)
+        checkpoint = folder / f"{label}-{config.fingerprint()}{'-cold' if cold is not None else ''}-{ds.split_hash[:8]}.pt"
         model.fit(
             ds,
             validate=lambda m: evaluate(m, ds, "valid", mask_history, keep_per_user=False).metrics,
@@ -110,29 +154,33 @@ def run_sasrec(
             held_out=cold,
         )
         valid = evaluate(model, ds, "valid", mask_history, keep_per_user=False)
-        best_epoch = max(model.log, key=lambda e: e["valid_NDCG@10"])
-        trials.append({"config": config.model_dump(), "grid_point": grid_point, "best_epoch": best_epoch["epoch"],
-                       "epochs_run": len(model.log), "valid": valid.metrics, "log": model.log})
+        best_epoch = max(model.log, key=lambda e: e["valid_NDCG@10"])["epoch"]
+        trials.append({"config": config.model_dump(), "grid_point": grid_point, "best_epoch": best_epoch, "epochs_run": len(model.log),
+                       "stopped_by": stopped_by(model.log, best_epoch, config.patience, config.max_epochs),
+                       "valid_NDCG@10": valid.metrics["NDCG@10"], "valid": valid.metrics, "checkpoint": checkpoint.name, "log": model.log})
         if best_valid is None or valid.metrics["NDCG@10"] > best_valid.metrics["NDCG@10"]:
             best_model, best_valid = model, valid
     assert best_model is not None and best_valid is not None
     test = evaluate(best_model, full, "test", mask_history)
     best_trial = next(t for t in trials if t["config"] == best_model.config.model_dump())
+    subset = f" (subset {only} of {len(select_grid(grid_name))}: {PARTIAL})" if only else ""
     notes = (
-        f"grid '{grid_name}' ({len(trials)} configurations) selected by validation NDCG@10; "
+        f"grid '{grid_name}' ({len(trials)} configurations{subset}) selected by validation NDCG@10; "
         f"best stopped at epoch {best_trial['best_epoch']} of {best_trial['epochs_run']} "
         f"(patience {best_model.config.patience})"
     )
-    if best_trial["epochs_run"] >= best_model.config.max_epochs and best_trial["epochs_run"] - best_trial["best_epoch"] < best_model.config.patience:
+    if best_trial["stopped_by"] == "epoch cap":
         notes += f"; {NOT_CONVERGED} at max_epochs={best_model.config.max_epochs} while validation NDCG@10 still improved"
         notes += " (the checkpoint resumes with a higher cap)"
     name = "sasrec-ce" if cold is None else "sasrec-ce-cold"
-    if curve_path is not None:
+    out_dir = home() / "runs" / "partial-results" if only else None
+    if curve_path is not None and not only:
         plot_curves(trials, curve_path.with_name(f"{name}-curves.png"), f"{name} on {ds.name}: validation NDCG@10 per epoch")
     return write_result(
-        full, name, test, config={"best": best_model.config.model_dump(), "grid": SASREC_GRIDS[grid_name], "cold_start_share": cold_share,
+        full, name, test, config={"best": best_model.config.model_dump(), "grid_name": grid_name, "grid": SASREC_GRIDS[grid_name],
+                                  "only": only, "cold_start_share": cold_share,
                                   "trials": [{k: v for k, v in t.items() if k != "log"} for t in trials]},
-        valid=best_valid, training_log=best_trial["log"], notes=notes, extra=cold_extra(full, cold, test, cold_share, ds),
+        valid=best_valid, training_log=best_trial["log"], notes=notes, extra=cold_extra(full, cold, test, cold_share, ds), out_dir=out_dir,
     )
 
 
@@ -145,7 +193,7 @@ def plot_curves(trials: list[dict], path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for trial in trials:
-        label = ",".join(f"{k}={v}" for k, v in trial["grid_point"].items()) or "default"
+        label = trial_label(trial["grid_point"])
         ax.plot([e["epoch"] for e in trial["log"]], [e["valid_NDCG@10"] for e in trial["log"]], label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation NDCG@10")

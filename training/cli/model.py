@@ -36,11 +36,29 @@ def _r2end_config(dataset: str, variant: str, config_file: Path | None, sets: li
     return build_config(R2ENDConfig, sets, **values)
 
 
+def _grid_subset(items: list[str]) -> dict[str, list[Any]]:
+    """``--only hidden=128,256`` -> ``{"hidden": [128, 256]}`` (values read as JSON, else kept as strings)."""
+    subset: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise ValueError(f"--only {item!r}: expected key=value[,value...]")
+        parsed = []
+        for raw in values.split(","):
+            try:
+                parsed.append(json.loads(raw))
+            except json.JSONDecodeError:
+                parsed.append(raw.strip())
+        subset[key.strip()] = parsed
+    return subset
+
+
 @app.command("baseline")
 def baseline(
     name: Annotated[str, typer.Argument(help="pop, sasrec-ce or meanpool")],
     dataset: DatasetArg,
-    grid: Annotated[str, typer.Option(help="SASRec tuning grid: none, small, wide")] = "small",
+    grid: Annotated[str, typer.Option(help="SASRec tuning grid: none, small, wide (issue #12, 36 configurations), wide-1m")] = "small",
+    only: Annotated[list[str], typer.Option("--only", help="run a subset of the grid: key=v1,v2 (e.g. hidden=256); results go to $R2END_HOME/runs/partial-results")] = [],
     max_epochs: Annotated[Optional[int], typer.Option(help="SASRec epoch cap (early stopping usually ends sooner)")] = None,
     threads: Annotated[int, typer.Option(help="torch threads for SASRec")] = 1,
     encoder: Annotated[str, typer.Option(help="encoder for meanpool")] = "all-MiniLM-L6-v2",
@@ -62,10 +80,13 @@ def baseline(
 
         given = {"threads": threads, **({"max_epochs": max_epochs} if max_epochs else {})}
         overrides = build_config(SASRecConfig, set_, **given).model_dump(exclude_unset=True)
-        if grid not in baselines.SASREC_GRIDS:
-            fail(f"unknown grid {grid!r}; known: {', '.join(baselines.SASREC_GRIDS)}")
-    elif set_:
-        fail(f"--set applies to sasrec-ce only, not {name}")
+        try:
+            subset = _grid_subset(only)
+            baselines.select_grid(grid, subset)
+        except ValueError as exc:
+            fail(str(exc))
+    elif set_ or only:
+        fail(f"--set and --only apply to sasrec-ce only, not {name}")
     ds = load_dataset(dataset, fmt, path)
     if name == "pop":
         out = baselines.run_pop(ds, not no_mask, cold_start)
@@ -77,6 +98,7 @@ def baseline(
             on_epoch=lambda label, e: console.print(f"[dim]{label}[/dim] {e}"),
             curve_path=results_dir() / ds.name / "sasrec-ce-curves.png",
             cold_share=cold_start,
+            only=subset or None,
         )
     console.print(f"wrote {out}")
 

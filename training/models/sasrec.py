@@ -9,6 +9,8 @@ NDCG@10 with patience; the best epoch's weights are kept.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +39,20 @@ class SASRecConfig(BaseModel):
     patience: int = 10
     seed: int = 22
     threads: int = 1
+    device: str = "cpu"
+    """torch device to train and score on (``cuda`` for a GPU); checkpoints load on any device."""
+
+    def identity(self) -> dict:
+        """The fields that make a different model (a checkpoint resumes only with equal identity).
+
+        How long it may run (``max_epochs``, ``patience``) and where (``threads``, ``device``)
+        are not among them: a run can be resumed with a higher cap, elsewhere.
+        """
+        return self.model_dump(exclude={"threads", "max_epochs", "patience", "device"})
+
+    def fingerprint(self) -> str:
+        """Short hash of :meth:`identity` (names checkpoint files)."""
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
 
 
 class SASRecNet(nn.Module):
@@ -147,7 +163,8 @@ class SASRec:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.set_num_threads(cfg.threads)
-        self.net = SASRecNet(ds.n_items, cfg)
+        device = torch.device(cfg.device)
+        self.net = SASRecNet(ds.n_items, cfg).to(device)
         optimiser = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         train = [[row for row, _ in ds.train_sequence(u)] for u in range(ds.n_users)]
         train = [s for s in train if len(s) >= 2]
@@ -156,18 +173,18 @@ class SASRec:
         generator = torch.Generator().manual_seed(cfg.seed)
         best, best_state, since_best = -1.0, None, 0
         self.log = []
-        identity = {"config": cfg.model_dump(exclude={"threads", "max_epochs", "patience"}), "split": ds.split_hash}
+        identity = {"config": cfg.identity(), "split": ds.split_hash}
         blocked = None
         if held_out is not None and np.any(held_out):
             held_out = np.asarray(held_out, dtype=bool)
             if held_out.shape != (ds.n_items,):
                 raise ValueError(f"held_out has shape {held_out.shape}, expected ({ds.n_items},)")
-            blocked = torch.from_numpy(held_out.copy())
+            blocked = torch.from_numpy(held_out.copy()).to(device)
             identity["held_out"] = np.flatnonzero(held_out).tolist()
             initial_rows = self.net.items.weight.detach()[1:][blocked].clone()
         first_epoch = 1
         if checkpoint is not None and checkpoint.is_file():
-            state = torch.load(checkpoint, weights_only=False)
+            state = torch.load(checkpoint, weights_only=False, map_location="cpu")  # RNG states must be CPU tensors
             if state["identity"] == identity:
                 self.net.load_state_dict(state["net"])
                 optimiser.load_state_dict(state["optimiser"])
@@ -184,7 +201,7 @@ class SASRec:
             total, count = 0.0, 0
             for start in range(0, len(order), cfg.batch_size):
                 idx = order[start : start + cfg.batch_size]
-                loss, n = next_item_loss(self.net, inputs[idx], labels[idx], blocked=blocked)
+                loss, n = next_item_loss(self.net, inputs[idx].to(device), labels[idx].to(device), blocked=blocked)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -218,6 +235,6 @@ class SASRec:
         """Next-item scores from the last position of each history."""
         assert self.net is not None, "call fit() first"
         self.net.eval()
-        batch = _left_pad([[row for row, _ in h] for h in histories], self.config.max_len)
+        batch = _left_pad([[row for row, _ in h] for h in histories], self.config.max_len).to(self.config.device)
         hidden = self.net(batch)[:, -1, :]
-        return self.net.item_logits(hidden).numpy()
+        return self.net.item_logits(hidden).cpu().numpy()
