@@ -200,3 +200,29 @@ def test_wrong_score_shape_is_an_error():
 
     with pytest.raises(ValueError, match="short returned scores of shape"):
         evaluate(Short(), ds)
+
+
+# --------------------------------------------------------------------------- same-second targets (issue #12)
+
+
+def test_same_second_shares_count_tied_targets():
+    from training.evaluation.ties import same_second_shares
+
+    # (item, timestamp) per user; the last event is the test target, the one before the validation target
+    raw = [("u0", [1, 2, 3, 4]), ("u1", [1, 2, 4, 4]), ("u2", [1, 3, 3, 3]), ("u3", [3, 1, 2, 3])]
+    events = [Interaction(u, f"i{n:02d}", ts) for u, stamps in raw for n, ts in enumerate(stamps)]
+    ds = prepare(RawDataset("toy", {}, events), k=1)
+    assert [[ts for _, ts in seq] for seq in ds.sequences] == [[1, 2, 3, 4], [1, 2, 4, 4], [1, 3, 3, 3], [1, 2, 3, 3]]
+    shares = same_second_shares(ds)
+    assert shares["users"] == 4
+    assert (shares["valid_test_users"], shares["valid_test_share"]) == (3, 0.75)
+    assert shares["test_and_any_earlier_users"] == 3
+    assert (shares["last_three_users"], shares["last_three_share"]) == (1, 0.25)
+
+
+def test_same_second_events_keep_file_order():
+    # what the disclosure in RESULTS.md says: ties are ordered as the source file lists them
+    events = [Interaction("u", "late-in-file", 5), Interaction("u", "first", 1), Interaction("u", "b", 5), Interaction("u", "a", 5)]
+    ds = prepare(RawDataset("toy", {}, events), k=1)
+    assert [ds.catalog.at(row).item_id for row, _ in ds.sequences[0]] == ["first", "late-in-file", "b", "a"]
+    assert ds.catalog.at(ds.example(0, "test")[1]).item_id == "a"
