@@ -12,7 +12,8 @@ The default mix: mostly ``POST /recommend``, some ``POST /recommend/batch`` (2-1
 Options (also as environment variables): ``--histories`` (R2END_LT_HISTORIES), ``--mix``
 (R2END_LT_MIX, e.g. ``recommend=1`` for /recommend only), ``--k``, ``--max-history``
 (R2END_LT_MAX_HISTORY, match the service's R2END_MAX_HISTORY), ``--think-time`` (R2END_LT_THINK_TIME,
-mean seconds between a user's requests; 0 = closed loop).
+mean seconds between a user's requests; 0 = closed loop), ``--write-token`` (R2END_LT_WRITE_TOKEN, the
+service's R2END_WRITE_TOKEN, sent with the PUTs).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from locust.stats import CSV_STATS_INTERVAL_SEC
 from loadtest import shapes, traffic
 
 DEFAULTS = {"histories": str(traffic.DEFAULT_HISTORIES), "mix": traffic.DEFAULT_MIX, "k": 10,
-            "max_history": traffic.DEFAULT_MAX_HISTORY, "think_time": 0.0}
+            "max_history": traffic.DEFAULT_MAX_HISTORY, "think_time": 0.0, "write_token": ""}
 
 
 @events.init_command_line_parser.add_listener
@@ -45,6 +46,8 @@ def _options(parser) -> None:
                         help="most recent events sent per history (the service's R2END_MAX_HISTORY)")
     parser.add_argument("--think-time", env_var="R2END_LT_THINK_TIME", type=float, default=DEFAULTS["think_time"],
                         help="mean seconds between a user's requests (0: closed loop)")
+    parser.add_argument("--write-token", env_var="R2END_LT_WRITE_TOKEN", default=DEFAULTS["write_token"],
+                        help="the service's R2END_WRITE_TOKEN, sent as a bearer token with PUT /items", is_secret=True)
 
 
 def option(environment: Environment, name: str):
@@ -79,6 +82,8 @@ class RecommendUser(FastHttpUser):
         self.k = option(self.environment, "k")
         self.max_history = option(self.environment, "max_history")
         self.created: list[str] = []
+        token = option(self.environment, "write_token")
+        self.write_headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def recommend(self) -> None:
         body = traffic.recommend_body(self.rng.choice(self.data.histories), self.k, self.max_history)
@@ -94,7 +99,7 @@ class RecommendUser(FastHttpUser):
 
     def put_item(self) -> None:
         item_id, body = traffic.new_item(self.rng, self.data)
-        with self.rest("PUT", f"/items/{item_id}", json=body, name="/items/{id} PUT") as resp:
+        with self.rest("PUT", f"/items/{item_id}", json=body, headers=self.write_headers, name="/items/{id} PUT") as resp:
             if resp.status_code == 201:
                 self.created.append(item_id)
             elif answered(resp):

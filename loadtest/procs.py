@@ -19,6 +19,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
+WRITE_TOKEN = "loadtest-write-token"  # R2END_WRITE_TOKEN of the loopback servers started here; Locust's PUTs send it
 
 
 def free_port() -> int:
@@ -105,6 +106,7 @@ def service(bundle: Path, workdir: Path, int8: bool, threads: int | None = None,
     follows the pinned cores.
     """
     port = free_port()
+    settings = {"write_token": WRITE_TOKEN, **settings}
     env = child_env(R2END_BUNDLE_PATH=bundle, R2END_HOST="127.0.0.1", R2END_PORT=port, R2END_USE_INT8=str(int8).lower(),
                     R2END_ITEM_LOG_PATH=workdir / "items.jsonl", R2END_LOG_LEVEL="warning",
                     **({"R2END_ONNX_THREADS": threads} if threads else {}),
@@ -154,6 +156,7 @@ def locust_command(host: str, users: int, seconds: float, csv_prefix: Path, hist
         "-t", f"{max(1, round(seconds))}s", "--host", host, "--csv", str(csv_prefix), "--csv-full-history",
         "--only-summary", "--exit-code-on-error", "0", "--stop-timeout", f"{stop_timeout:g}",
         "--histories", str(histories), "--mix", mix, "--max-history", str(max_history), "--loglevel", "WARNING",
+        "--write-token", WRITE_TOKEN,
     ]
 
 

@@ -48,6 +48,7 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(1 << 20, ge=1, description="largest request body (413 beyond)")
 
     admin_token: str | None = Field(None, description="Bearer token for /admin/*; admin routes answer 403 while unset")
+    write_token: str | None = Field(None, description="Bearer token for PUT/DELETE /items/{id}; catalogue writes answer 403 while unset")
     item_log_path: Path | None = Field(None, description="durable log of live item changes; default <bundle_path>.items.jsonl")
     warmup: bool = Field(True, description="run a few encodes of several lengths before /readyz turns 200")
 
@@ -58,6 +59,7 @@ class ServiceSettings(BaseSettings):
             self.item_log_path = bundle.with_name(bundle.name + ".items.jsonl")
         if self.default_k > self.max_k:
             raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
-        if self.admin_token is not None and not self.admin_token.strip():
-            self.admin_token = None
+        for token in ("admin_token", "write_token"):  # a blank token would let a blank credential in: unset instead
+            if getattr(self, token) is not None and not getattr(self, token).strip():
+                setattr(self, token, None)
         return self

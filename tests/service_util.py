@@ -19,12 +19,13 @@ from pathlib import Path
 
 import httpx
 
-from loadtest.procs import terminate
+from loadtest.procs import WRITE_TOKEN, terminate
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "recbole" / "movies"
 STARTUP_TIMEOUT = 120.0  # seconds; the machine may be busy with other jobs
 ADMIN_TOKEN = "test-admin-token"
+WRITE_AUTH = {"Authorization": f"Bearer {WRITE_TOKEN}"}  # every ServiceProcess takes writes with it unless given write_token=""
 START_COMMAND = ["python", "-m", "service.main"]  # the Dockerfile's CMD (tests/test_deployment.py checks)
 
 
@@ -38,7 +39,7 @@ def build_tiny_bundle(out_dir: Path) -> Path:
 
     ds = prepare(load_recbole(FIXTURE, "movies"), k=2)
     config = R2ENDConfig(item_text="metadata", rationale="item", projection_epochs=2, threads=2, variant="tiny")
-    model = train_r2end(config, ds, log=lambda message: None)
+    model = train_r2end(config, ds)
     export_bundle(model, ds, out_dir)
     return out_dir
 
@@ -82,7 +83,7 @@ class ServiceProcess:
         self.bundle = bundle
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.settings = {"bundle_path": bundle, "item_log_path": workdir / "items.jsonl", **settings}
+        self.settings = {"bundle_path": bundle, "item_log_path": workdir / "items.jsonl", "write_token": WRITE_TOKEN, **settings}
         self.process: subprocess.Popen | None = None
         self.port = 0
         self.log_path = workdir / "server.log"

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from service_util import metric_names, metric_sum, parse_metrics
+from service_util import WRITE_AUTH, metric_names, metric_sum, parse_metrics
 
 from index import bundle as B
 from index.catalog import Catalog
@@ -109,7 +109,7 @@ def test_batch_equals_single_calls(client):
 def test_live_item_lifecycle(client):
     item = {"title": "Heat", "year": 1995, "categories": ["Action", "Crime", "Thriller"], "description": "Career criminals and a detective.",
             "brand": "Warner", "price": 9.5, "extra": {"director": "Michael Mann"}}
-    created = client.put("/items/live-heat", json=item)
+    created = client.put("/items/live-heat", json=item, headers=WRITE_AUTH)
     assert created.status_code == 201, created.text
     assert created.json()["created"] is True and created.json()["item"]["title"] == "Heat"
     got = client.get("/items/live-heat").json()
@@ -120,16 +120,16 @@ def test_live_item_lifecycle(client):
     meta = ItemMeta("live-heat", "Heat", ("Action", "Crime", "Thriller"), "Warner", 1995, item["description"], 9.5)
     found = client.post("/recommend", json={"history_text": item_document(item["description"], meta), "k": 1}).json()
     assert found["items"][0]["item_id"] == "live-heat"
-    replaced = client.put("/items/live-heat", json={**item, "title": "Heat (director's cut)", "item_id": "live-heat"})
+    replaced = client.put("/items/live-heat", json={**item, "title": "Heat (director's cut)", "item_id": "live-heat"}, headers=WRITE_AUTH)
     assert replaced.status_code == 200 and replaced.json()["created"] is False
     assert client.get("/items/live-heat").json()["title"] == "Heat (director's cut)"
     # a live item can be in a history
     with_live = client.post("/recommend", json={"history": [{"item_id": "live-heat"}], "k": 3}).json()
     assert with_live["unknown_item_ids"] == [] and "live-heat" not in [i["item_id"] for i in with_live["items"]]
-    deleted = client.delete("/items/live-heat")
+    deleted = client.delete("/items/live-heat", headers=WRITE_AUTH)
     assert deleted.status_code == 200 and deleted.json()["deleted"] is True
     assert client.get("/items/live-heat").status_code == 404
-    assert client.delete("/items/live-heat").status_code == 404
+    assert client.delete("/items/live-heat", headers=WRITE_AUTH).status_code == 404
     after = client.post("/recommend", json={"history_text": item_document(item["description"], meta), "k": 30}).json()
     assert "live-heat" not in [i["item_id"] for i in after["items"]]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from service_util import ServiceProcess
+from service_util import WRITE_AUTH, ServiceProcess
 
 from index.catalog import ItemMeta
 from index.verbalize import item_document
@@ -26,8 +26,8 @@ def test_put_and_delete_survive_sigkill(tiny_bundle, tmp_path):
     try:
         server.start()
         with server.client() as http:
-            assert http.put("/items/crash-heat", json=HEAT).status_code == 201
-            assert http.put("/items/2", json={"title": "GoldenEye (special edition)", "year": 1995}).status_code == 200
+            assert http.put("/items/crash-heat", json=HEAT, headers=WRITE_AUTH).status_code == 201
+            assert http.put("/items/2", json={"title": "GoldenEye (special edition)", "year": 1995}, headers=WRITE_AUTH).status_code == 200
         server.kill()  # right after the 2xx: no shutdown code runs
 
         server.start()
@@ -36,8 +36,8 @@ def test_put_and_delete_survive_sigkill(tiny_bundle, tmp_path):
             assert got.status_code == 200 and got.json()["description"] == HEAT["description"]
             assert http.post("/recommend", json=heat_query()).json()["items"][0]["item_id"] == "crash-heat"
             assert http.get("/items/2").json()["title"] == "GoldenEye (special edition)"
-            assert http.delete("/items/crash-heat").status_code == 200
-            assert http.delete("/items/3").status_code == 200  # a bundle item
+            assert http.delete("/items/crash-heat", headers=WRITE_AUTH).status_code == 200
+            assert http.delete("/items/3", headers=WRITE_AUTH).status_code == 200  # a bundle item
         server.kill()
 
         server.start()
@@ -78,7 +78,7 @@ def test_log_from_another_bundle_applies_by_id_and_torn_tail_is_cut(make_service
         assert http.get("/items/5").status_code == 404
         assert http.get("/items/torn").status_code == 404
         # new changes are appended on a clean line after the cut
-        assert http.put("/items/after-cut", json={"title": "After"}).status_code == 201
+        assert http.put("/items/after-cut", json={"title": "After"}, headers=WRITE_AUTH).status_code == 201
     lines = log.read_text().splitlines()
     assert json.loads(lines[-1])["item_id"] == "after-cut"
     assert all(line.startswith("{") or line == "not json at all" for line in lines)
@@ -90,7 +90,7 @@ def test_unwritable_item_log_refuses_the_change(make_service, tmp_path):
     blocker.write_text("a file where the log's directory should be")
     server = make_service(item_log_path=blocker / "items.jsonl")
     with server.client() as http:
-        response = http.put("/items/nope", json={"title": "Nope"})
+        response = http.put("/items/nope", json={"title": "Nope"}, headers=WRITE_AUTH)
         assert response.status_code == 503 and response.json()["detail"][0]["type"] == "item_log_unwritable"
         assert http.get("/items/nope").status_code == 404  # nothing changed without the log line
 
@@ -138,6 +138,6 @@ def test_hnsw_bundle_serves_but_refuses_live_items(make_service, tiny_bundle, tm
     with server.client() as http:
         assert http.get("/items/1").status_code == 200  # the logged delete was skipped
         assert len(http.post("/recommend", json={"history": [{"item_id": "2"}], "k": 5}).json()["items"]) == 5
-        for response in (http.put("/items/new", json={"title": "New"}), http.delete("/items/1")):
+        for response in (http.put("/items/new", json={"title": "New"}, headers=WRITE_AUTH), http.delete("/items/1", headers=WRITE_AUTH)):
             assert response.status_code == 409 and response.json()["detail"][0]["type"] == "live_items_unsupported"
     assert "cannot change" in server.log()

@@ -144,14 +144,18 @@ def test_live_catalog_rows():
 
 
 def test_settings_defaults_and_environment(monkeypatch, tmp_path):
-    for name in ("R2END_ADMIN_TOKEN", "R2END_ITEM_LOG_PATH", "R2END_PORT", "R2END_MAX_K"):
+    for name in ("R2END_ADMIN_TOKEN", "R2END_WRITE_TOKEN", "R2END_ITEM_LOG_PATH", "R2END_PORT", "R2END_MAX_K"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("R2END_BUNDLE_PATH", str(tmp_path / "bundle"))
     monkeypatch.setenv("R2END_MAX_BATCH_SIZE", "7")
     monkeypatch.setenv("R2END_ADMIN_TOKEN", "  ")
     settings = ServiceSettings()
     assert settings.item_log_path == tmp_path / "bundle.items.jsonl"
-    assert settings.max_batch_size == 7 and settings.admin_token is None
+    assert settings.max_batch_size == 7 and settings.admin_token is None and settings.write_token is None
+    monkeypatch.setenv("R2END_WRITE_TOKEN", " ")
+    assert ServiceSettings().write_token is None  # blank = unset: writes stay off
+    monkeypatch.setenv("R2END_WRITE_TOKEN", "s3cret")
+    assert ServiceSettings().write_token == "s3cret"
     assert (settings.host, settings.port, settings.max_k, settings.default_k, settings.max_history) == ("127.0.0.1", 8000, 100, 10, 200)
     assert (settings.max_body_bytes, settings.queue_size, settings.max_wait_ms, settings.use_int8, settings.warmup) == (1 << 20, 256, 4.0, False, True)
     assert settings.onnx_threads >= 1

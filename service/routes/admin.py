@@ -12,7 +12,8 @@ from service.runtime import bundle_info
 from service.schemas import ErrorResponse, ReloadRequest, ReloadResponse
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)],
-                   responses={**ERRORS, 403: {"model": ErrorResponse, "description": "admin token missing or wrong"}})
+                   responses={**ERRORS, 401: {"model": ErrorResponse, "description": "no credential (Authorization: Bearer <R2END_ADMIN_TOKEN>)"},
+                              403: {"model": ErrorResponse, "description": "wrong admin token, or admin routes are off (R2END_ADMIN_TOKEN unset)"}})
 
 
 @router.post("/reload", response_model=ReloadResponse, summary="Load a bundle beside the served one and swap")
