@@ -216,7 +216,6 @@ def test_same_second_shares_count_tied_targets():
     shares = same_second_shares(ds)
     assert shares["users"] == 4
     assert (shares["valid_test_users"], shares["valid_test_share"]) == (3, 0.75)
-    assert shares["test_and_any_earlier_users"] == 3
     assert (shares["last_three_users"], shares["last_three_share"]) == (1, 0.25)
 
 
