@@ -2,7 +2,8 @@
 
 Only the block between the markers is rewritten, so the analysis text around it stays.
 Rows without a result file are shown as pending with the reason, never filled in.
-Differences to SASRec-CE come with a paired bootstrap 95% interval over the same test users.
+Differences to SASRec-CE come with a paired bootstrap 95% interval over the same test users;
+result files made on different splits are never paired (:class:`SplitMismatch`).
 """
 
 from __future__ import annotations
