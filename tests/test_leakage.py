@@ -181,7 +181,7 @@ def _write_teacher(ds: PreparedDataset, data_dir: Path) -> None:
 
 
 def _config(**update) -> R2ENDConfig:
-    return R2ENDConfig(dataset="movies", teacher_model=TEACHER, projection_dim=16, projection_epochs=1, threads=1, **update)
+    return R2ENDConfig(**{"dataset": "movies", "teacher_model": TEACHER, "projection_dim": 16, "projection_epochs": 1, "threads": 1, **update})
 
 
 def test_distillation_and_projection_train_on_each_users_training_target(tmp_path, spied_training):
@@ -213,7 +213,7 @@ def test_r2end_under_the_cold_protocol_never_trains_on_a_cold_item(tmp_path, mon
     class Trained(Exception):
         pass
 
-    def train_then_stop(config, train_ds, data_dir, trainable=None):
+    def train_then_stop(config, train_ds, data_dir, *_log, trainable=None):
         pipeline.train_r2end(config, train_ds, data_dir, trainable=trainable)
         raise Trained
 
@@ -400,3 +400,97 @@ def test_paired_comparisons_refuse_different_splits(tmp_path, cold):
     other.write_text(json.dumps(record))
     with pytest.raises(SplitMismatch, match=rf"cannot compare movies/pop{suffix}.json \(split 000000000000\) with movies/sasrec-ce{suffix}.json"):
         table(ds.name, tmp_path)
+
+
+# --------------------------------------------------------------------------- teacher coverage decided before training (issue #11)
+
+
+def _write_partial_teacher(ds: PreparedDataset, data_dir: Path, oracle_users: int, flagged: int = 0) -> None:
+    cache = TeacherCache(cache_path(data_dir, ds.name, "description"))
+    for task in build_tasks(ds, "description"):
+        cache.append({"key": task_key(task, TEACHER), "status": "ok", "text": f"description for {task.subject}", "subject": task.subject})
+    cache = TeacherCache(cache_path(data_dir, ds.name, "oracle"))
+    for n, task in enumerate(build_tasks(ds, "oracle")[: oracle_users + flagged]):
+        status = "ok" if n < oracle_users else "flagged"
+        cache.append({"key": task_key(task, TEACHER), "status": status, "text": f"oracle for {task.subject}", "subject": task.subject})
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Any attempt to load an encoder or train R2END fails the test; returns the calls made with partial data allowed."""
+    from training.r2end import run
+
+    calls: list[str] = []
+
+    class TrainingStarted(Exception):
+        pass
+
+    def trainer(config, *args, **kwargs):
+        calls.append(config.variant)
+        raise TrainingStarted(config.variant)
+
+    monkeypatch.setattr(run, "train_r2end", trainer)
+    monkeypatch.setattr(pipeline, "load_encoder", lambda name: pytest.fail("an encoder was loaded"))
+    return calls, TrainingStarted
+
+
+def test_incomplete_teacher_data_is_refused_before_anything_trains(tmp_path, no_training):
+    from training.r2end import run
+    from training.r2end.teacher_data import TeacherDataIncomplete
+
+    calls, started = no_training
+    ds = _ds()
+    _write_partial_teacher(ds, tmp_path, oracle_users=10, flagged=1)
+    with pytest.raises(TeacherDataIncomplete) as info:
+        run.train_and_report(_config(), ds, tmp_path, None)
+    message = str(info.value)
+    assert calls == [], "the trainer must not be called"
+    assert "oracle: 10 usable of 40 needed (1 flagged, 29 missing)" in message
+    assert "description: 30 usable of 30 needed (0 flagged, 0 missing)" in message
+    assert "--kinds oracle`" in message and "--allow-partial" in message and "nothing was trained" in message
+
+    with pytest.raises(started):  # allowed: training starts
+        run.train_and_report(_config(), ds, tmp_path, None, allow_partial=True)
+    assert calls == ["r2end"]
+
+
+def test_coverage_counts_what_each_configuration_reads(tmp_path):
+    from training.r2end.config import ABLATIONS
+    from training.r2end.teacher_data import require_teacher_data, teacher_kinds
+
+    ds = _ds()
+    _write_partial_teacher(ds, tmp_path, oracle_users=ds.n_users)
+    coverage = require_teacher_data(_config(), ds, tmp_path)
+    assert coverage.complete and set(coverage.texts) == {"description", "oracle"}
+    kinds = {name: teacher_kinds(_config(**switches)) for name, switches in ABLATIONS.items()}
+    assert kinds["r2end"] == ["description", "oracle"]
+    assert kinds["abl1-unguided"] == kinds["abl2-unguided-rs"] == ["description", "unguided"]
+    assert kinds["abl3-item-target"] == ["description"]
+    assert teacher_kinds(_config(rationale="item", item_text="metadata")) == []
+    assert not require_teacher_data(_config(rationale="unguided"), ds, tmp_path, allow_partial=True).complete
+
+
+def test_cli_train_and_ablations_decide_coverage_up_front(tmp_path, monkeypatch, no_training):
+    from typer.testing import CliRunner
+
+    from training.cli import app
+    from training.cli import model as cli_model
+
+    calls, _ = no_training
+    ds = _ds()
+    _write_partial_teacher(ds, tmp_path, oracle_users=10)
+    monkeypatch.setattr(cli_model, "load_dataset", lambda *a, **k: ds)
+    common = ["--dataset", "movies", "--data-dir", str(tmp_path), "--set", f"teacher_model={TEACHER}"]
+    runner = CliRunner()
+
+    result = runner.invoke(app, ["train", *common, "--no-export"])
+    assert result.exit_code == 2, result.output
+    assert "teacher data incomplete for r2end on movies (description: 30 usable of 30 needed" in result.output
+    assert "oracle: 10 usable of 40 needed" in result.output and "--allow-partial" in result.output
+
+    result = runner.invoke(app, ["ablations", *common, "--only", "r2end,abl1-unguided,abl6-no-reg"])
+    assert result.exit_code == 0, result.output
+    for variant in ("r2end", "abl1-unguided", "abl6-no-reg"):
+        assert f"skipped {variant}" in result.output
+    assert "unguided: 0 usable of 40 needed (0 flagged, 40 missing)" in result.output
+    assert calls == [], "no variant may start training on missing data"

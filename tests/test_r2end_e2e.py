@@ -51,7 +51,7 @@ def trained(tmp_path_factory):
         for task in build_tasks(ds, kind):
             cache.append({"key": task_key(task, TEACHER), "status": "ok", "text": _fixture_text(ds, task), "subject": task.subject})
     config = R2ENDConfig(dataset=ds.name, variant="e2e", teacher_model=TEACHER, projection_epochs=2, distill_batch_size=8, distill_lr=5e-5)
-    model = train_r2end(config, ds, data_dir, log=lambda _msg: None)
+    model = train_r2end(config, ds, data_dir)
     bundle_dir = tmp_path_factory.mktemp("bundle") / "e2e"
     manifest = export_bundle(model, ds, bundle_dir, metrics={"note": "test"})
     return ds, model, bundle_dir, manifest
@@ -127,7 +127,7 @@ def test_cf_bundle_serves_what_training_scored(trained, tmp_path, design):
     from training.r2end.collaborative import CFConfig, train_cf
 
     ds, model, _, _ = trained
-    cf = train_cf(model, ds, CFConfig(design=design, epochs=3, prefixes_per_user=3), log=lambda _m: None)
+    cf = train_cf(model, ds, CFConfig(design=design, epochs=3, prefixes_per_user=3))
     assert (design == "history-tower") == (cf.history_table is not None)
     assert (design == "sequence-tower") == (cf.head.tower is not None)
     import torch

@@ -10,6 +10,7 @@ the user graph is made with ONNX Runtime's dynamic quantisation.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -29,6 +30,12 @@ from training.r2end.pipeline import TrainedR2END
 from training.r2end.projection import Projection
 
 OPSET = 18
+log = logging.getLogger(__name__)
+
+
+def _exporter_verbose() -> bool | None:
+    """torch.onnx prints its step notes unless told ``False``; they show only when our debug logging is on."""
+    return None if log.isEnabledFor(logging.DEBUG) else False
 
 
 class EncoderGraph(nn.Module):
@@ -62,7 +69,7 @@ def export_graph(model: Any, projection: Projection | None, path: Path) -> None:
         torch.onnx.export(
             graph, (ids, mask), str(path), input_names=["input_ids", "attention_mask"], output_names=["vector"],
             dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
-            opset_version=OPSET, dynamo=True, external_data=False,
+            opset_version=OPSET, dynamo=True, external_data=False, verbose=_exporter_verbose(),
         )
 
 
@@ -73,7 +80,8 @@ def export_tower(tower: nn.Module, path: Path) -> None:
     batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("sequence", min=1, max=tower.net.config.max_len)
     with torch.no_grad():
         torch.onnx.export(tower, (sample,), str(path), input_names=["history"], output_names=["term"],
-                          dynamic_shapes={"sequence": {0: batch, 1: seq}}, opset_version=OPSET, dynamo=True, external_data=False)
+                          dynamic_shapes={"sequence": {0: batch, 1: seq}}, opset_version=OPSET, dynamo=True, external_data=False,
+                          verbose=_exporter_verbose())
 
 
 def quantize_int8(source: Path, target: Path) -> None:
@@ -117,10 +125,12 @@ def export_bundle(model: TrainedR2END, ds: PreparedDataset, out_dir: Path, metri
     if index_kind != "flat":  # how much the approximate index loses against exact search
         queries = model.item_vectors[np.random.default_rng(0).choice(len(model.item_vectors), min(500, len(model.item_vectors)), replace=False)]
         index_metrics["index_recall@10_vs_exact"] = recall_at_k(index, ItemIndex.build(model.item_vectors, "flat"), queries, 10)
+    log.info("export: user and item graphs (ONNX opset %d)", OPSET)
     export_graph(model.student, model.projection, tmp / B.USER_ONNX)
     export_graph(model.encoder, model.projection, tmp / B.ITEM_ONNX)
     model.student.tokenizer.backend_tokenizer.save(str(tmp / B.TOKENIZER))
     if int8:
+        log.info("export: int8 user graph")
         quantize_int8(tmp / B.USER_ONNX, tmp / B.USER_ONNX_INT8)
     history = None
     if history_table is not None:
@@ -130,6 +140,7 @@ def export_bundle(model: TrainedR2END, ds: PreparedDataset, out_dir: Path, metri
         export_tower(tower, tmp / B.HISTORY_ONNX)
         history = {"kind": "sequence", "file": B.HISTORY_ONNX, "max_items": tower.net.config.max_len, "trained_items": len(ds.catalog)}
     parity = measure_parity(model, tmp, parity_texts or model.item_documents[:32])
+    log.info("export: ONNX vs PyTorch %s", parity)
     cfg = model.config
     fingerprint = f"{ds.name}-{cfg.variant}-{cfg.fingerprint()}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     manifest = B.write_manifest(tmp, {

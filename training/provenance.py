@@ -10,8 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
+from training.paths import REPO_ROOT
 
 NOT_CODE = (":(exclude)data/teacher", ":(exclude)docs")
 

@@ -24,6 +24,13 @@ OWN_PACKAGES = ("training", "index", "service", "loadtest")
 """Loggers whose INFO records a user sees; every other library's only from ERROR up, unless --verbose."""
 
 EXIT_USAGE = 2
+QUIET_ENVIRONMENT = {
+    "TRANSFORMERS_VERBOSITY": "error",  # transformers and datasets log through their own handlers
+    "DATASETS_VERBOSITY": "error",
+    "TORCH_LOGS": "-all",  # so does torch (e.g. the ONNX exporter's notes): ERROR and up only
+    "TQDM_DISABLE": "1",  # third-party progress bars (weight loading, model-card widget examples)
+}
+"""Read by those libraries when they are imported, i.e. after the CLI has set them (heavy imports are lazy)."""
 
 DatasetArg = Annotated[str, typer.Argument(help="named dataset (ml-100k, ml-1m) or a name for --format/--path data")]
 FormatOpt = Annotated[
@@ -106,7 +113,7 @@ def setup_logging(verbose: bool = False) -> None:
 
     Our modules log progress at INFO (DEBUG with ``verbose``). Third-party loggers and Python
     warnings (routed into logging) are hidden below ERROR unless ``verbose``; libraries with their
-    own handlers or printers (transformers, datasets) are told through their environment switches.
+    own handlers or bars are told through :data:`QUIET_ENVIRONMENT`.
     """
     handler = RichHandler(console=Console(stderr=True), show_path=verbose, markup=False, rich_tracebacks=False)
     handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
@@ -121,6 +128,6 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.captureWarnings(True)
     if not verbose:
-        for variable in ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY"):
-            os.environ.setdefault(variable, "error")
+        for variable, value in QUIET_ENVIRONMENT.items():
+            os.environ.setdefault(variable, value)
     log.debug("verbose logging on")

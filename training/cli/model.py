@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -11,6 +12,7 @@ import typer
 from training.cli.common import DatasetArg, FormatOpt, PathOpt, SetOpt, build_config, check_field, console, fail, load_dataset
 
 app = typer.Typer()
+log = logging.getLogger(__name__)
 
 DatasetOpt = Annotated[str, typer.Option(help="dataset name")]
 VariantOpt = Annotated[str, typer.Option(help="name of this configuration in results and bundles")]
@@ -95,7 +97,7 @@ def baseline(
     else:
         out = baselines.run_sasrec(
             ds, grid, overrides, not no_mask,
-            on_epoch=lambda label, e: console.print(f"[dim]{label}[/dim] {e}"),
+            on_epoch=lambda label, e: log.info("%s %s", label, e),
             curve_path=results_dir() / ds.name / "sasrec-ce-curves.png",
             cold_share=cold_start,
             only=subset or None,

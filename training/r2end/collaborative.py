@@ -25,7 +25,8 @@ variant's trained projection f, with early stopping on validation NDCG@10.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,6 +40,8 @@ from training.data.preprocess import PreparedDataset
 from training.evaluation.evaluator import evaluate
 from training.r2end.pipeline import TrainedR2END
 from training.r2end.projection import Projection
+
+log = logging.getLogger(__name__)
 
 
 class CFConfig(BaseModel):
@@ -121,7 +124,7 @@ def build_tower(n_items: int, out_dim: int, checkpoint: str | None) -> SequenceT
     return SequenceTower(net, out_dim)
 
 
-def sasrec_checkpoint(ds: PreparedDataset, log: Callable[[str], None] = print, held_out: np.ndarray | None = None) -> str:
+def sasrec_checkpoint(ds: PreparedDataset, held_out: np.ndarray | None = None) -> str:
     """Train (or finish, or reuse) SASRec-CE with its tuned configuration on exactly this data.
 
     The configuration is the one ``r2end baseline sasrec-ce`` selected on validation (its
@@ -131,14 +134,14 @@ def sasrec_checkpoint(ds: PreparedDataset, log: Callable[[str], None] = print, h
     """
     from training.evaluation.report import load_results
     from training.models.sasrec import SASRec, SASRecConfig
-    from training.paths import home
+    from training.paths import runs_dir
 
     tuned = next((r["config"].get("best") for r in load_results(ds.name) if r["model"] == "sasrec-ce"), None) or {}
     config = SASRecConfig(**{**tuned, "threads": torch.get_num_threads()})
-    path = home() / "runs" / "sasrec" / ds.name / f"cf-tower-{ds.split_hash[:8]}.pt"
-    log(f"  R2END+CF: SASRec-CE tower init {config.model_dump()} -> {path}")
+    path = runs_dir() / "sasrec" / ds.name / f"cf-tower-{ds.split_hash[:8]}.pt"
+    log.info("R2END+CF: SASRec-CE tower init %s -> %s", config.model_dump(), path)
     SASRec(config).fit(ds, lambda m: evaluate(m, ds, "valid", keep_per_user=False).metrics,
-                       progress=lambda e: log(f"  tower SASRec {e}"), checkpoint=path, held_out=held_out)
+                       progress=lambda e: log.info("tower SASRec %s", e), checkpoint=path, held_out=held_out)
     return str(path)
 
 
@@ -209,7 +212,6 @@ def train_cf(
     ds: PreparedDataset,
     config: CFConfig,
     trainable: np.ndarray | None = None,
-    log: Callable[[str], None] = print,
 ) -> CFModel:
     """Train the head on top of a trained paper model (its student and projection stay fixed / start f)."""
     if base.projection is None:
@@ -219,7 +221,7 @@ def train_cf(
     trainable = np.ones(ds.n_items, dtype=bool) if trainable is None else trainable
     examples = training_examples(ds, config.prefixes_per_user)
     texts = base.history_texts(ds, [h for _, h, _ in examples])
-    log(f"  R2END+CF: {len(examples)} training examples; encoding their history texts")
+    log.info("R2END+CF: %d training examples; encoding their history texts", len(examples))
     user_emb = torch.from_numpy(base.user_embeddings(texts))
     hist_rows, hist_mask = _history_batch([h for _, h, _ in examples], config.history_items)
     targets = torch.tensor([t for _, _, t in examples])
@@ -227,7 +229,7 @@ def train_cf(
     frozen = torch.from_numpy(~trainable)
     tower = None
     if config.design == "sequence-tower":
-        checkpoint = sasrec_checkpoint(ds, log, ~trainable) if config.tower_checkpoint == "auto" else config.tower_checkpoint
+        checkpoint = sasrec_checkpoint(ds, ~trainable) if config.tower_checkpoint == "auto" else config.tower_checkpoint
         tower = build_tower(ds.n_items, base.projection.linear.out_features, checkpoint)
     head = CFHead(base.projection, ds.n_items, config.design, tower)
     sequences = _sequences(head, [h for _, h, _ in examples], trainable)
@@ -261,7 +263,7 @@ def train_cf(
         valid = evaluate(model, ds, "valid", keep_per_user=False).metrics["NDCG@10"]
         entry = {"epoch": epoch, "loss": round(total / len(examples), 5), "valid_NDCG@10": round(valid, 5)}
         history_log.append(entry)
-        log(f"  R2END+CF {entry}")
+        log.info("R2END+CF %s", entry)
         if valid > best:
             best, best_state, since = valid, copy.deepcopy(head.state_dict()), 0
         else:

@@ -7,8 +7,9 @@ the shared evaluator.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from training.r2end.distill import distill_student
 from training.r2end.projection import Projection, project, train_projection
 from training.r2end.teacher_data import TeacherTexts, load_teacher_texts
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,7 +92,7 @@ class _Scorer:
 
 
 def train_r2end(
-    config: R2ENDConfig, ds: PreparedDataset, data_dir: Path | None = None, log: Log = print, trainable: np.ndarray | None = None
+    config: R2ENDConfig, ds: PreparedDataset, data_dir: Path | None = None, trainable: np.ndarray | None = None
 ) -> TrainedR2END:
     """Run every stage of R2END on ``ds`` with ``config`` and the committed teacher data.
 
@@ -105,7 +106,7 @@ def train_r2end(
 
     def stage(name: str, t0: float, **info: Any) -> None:
         report["stages"][name] = {"seconds": round(time.perf_counter() - t0, 1), **info}
-        log(f"[{time.perf_counter() - started:6.0f}s] {name}: {info}")
+        log.info("[%6.0fs] %s: %s", time.perf_counter() - started, name, info)
 
     # 1. item side: Enc(D_i ⊕ M_i)
     t0 = time.perf_counter()
@@ -163,7 +164,6 @@ def train_r2end(
 
         projection, proj_log = train_projection(
             config, user_train, targets, item_embeddings, validate=validate if config.select_epoch_on_valid else None,
-            on_epoch=lambda e: log(f"  projection {e}"),
             negative_pool=None if trainable is None else np.flatnonzero(trainable),
         )
         model.projection = projection

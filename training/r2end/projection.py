@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -11,6 +12,8 @@ from torch import nn
 
 from training.losses.infonce_norm import InfoNCEWithNormPenalty
 from training.r2end.config import R2ENDConfig
+
+log = logging.getLogger(__name__)
 
 
 class Projection(nn.Module):
@@ -38,7 +41,6 @@ def train_projection(
     positive_rows: np.ndarray,
     item_vectors: np.ndarray,
     validate: Callable[[Projection], float] | None = None,
-    on_epoch: Callable[[dict], None] | None = None,
     negative_pool: np.ndarray | None = None,
 ) -> tuple[Projection, list[dict]]:
     """Train f with InfoNCE (``config.negatives`` sampled negatives) + lambda * L_reg.
@@ -56,7 +58,7 @@ def train_projection(
     model = Projection(users.shape[1], config.projection_dim)
     loss_fn = InfoNCEWithNormPenalty(config.temperature, config.reg_lambda)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.projection_lr)
-    log: list[dict] = []
+    history: list[dict] = []
     best_score, best_state = -1.0, None
     for epoch in range(1, config.projection_epochs + 1):
         model.train()
@@ -78,13 +80,12 @@ def train_projection(
             entry["valid_NDCG@10"] = round(validate(model), 5)
             if entry["valid_NDCG@10"] > best_score:
                 best_score, best_state = entry["valid_NDCG@10"], copy.deepcopy(model.state_dict())
-        log.append(entry)
-        if on_epoch:
-            on_epoch(entry)
+        history.append(entry)
+        log.info("projection %s", entry)
     if config.select_epoch_on_valid and best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return model, log
+    return model, history
 
 
 @torch.no_grad()

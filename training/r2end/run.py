@@ -59,7 +59,9 @@ def train_and_report(
     :mod:`training.evaluation.coldstart`) and the result carries cold/warm breakdowns.
     Results go to ``docs/results/<dataset>/<variant>.json`` only when the teacher data
     the configuration needs is complete; a run on partial data writes to
-    ``$R2END_HOME/runs`` instead (never into the committed tables).
+    ``$R2END_HOME/runs`` instead (never into the committed tables). Without
+    ``allow_partial``, incomplete teacher data is refused before anything is trained
+    (:class:`~training.r2end.teacher_data.TeacherDataIncomplete`, a RuntimeError).
     """
     from training.evaluation.coldstart import pick_cold_items, split_by_target, subset, training_view
 
@@ -67,6 +69,9 @@ def train_and_report(
     cold = pick_cold_items(ds, config.cold_start_share, config.seed) if config.cold_start_share > 0 else None
     train_ds = training_view(ds, cold) if cold is not None else ds
     trainable = None if cold is None else ~cold
+    from training.r2end.teacher_data import require_teacher_data
+
+    require_teacher_data(config, train_ds, data_dir, allow_partial)  # before any model is loaded or trained
     base = train_r2end(config, train_ds, data_dir, log, trainable=trainable)
     complete, account = teacher_complete(base)
     if not complete and not allow_partial:

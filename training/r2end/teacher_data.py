@@ -3,18 +3,26 @@
 A record is used only if its key equals the key of the prompt the current data and
 templates produce (so a changed template or split never mixes in stale text) and its
 status is ``ok`` (flagged outputs are never used).
+
+:func:`require_teacher_data` decides before anything is trained whether a configuration
+has the teacher outputs it needs: an incomplete run is refused in seconds, not after
+the whole model has been trained.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from training.data.preprocess import PreparedDataset
 from training.paths import teacher_data_dir
 from training.teacher.cache import TeacherCache
 from training.teacher.runner import cache_path, task_key
 from training.teacher.tasks import build_tasks
+
+if TYPE_CHECKING:
+    from training.r2end.config import R2ENDConfig
 
 
 @dataclass
@@ -52,3 +60,51 @@ def load_teacher_texts(ds: PreparedDataset, kind: str, model_id: str, data_dir: 
         else:
             result.flagged += 1
     return result
+
+
+class TeacherDataIncomplete(RuntimeError):
+    """A configuration needs teacher outputs that do not all exist yet (and partial data was not allowed)."""
+
+
+def teacher_kinds(config: R2ENDConfig) -> list[str]:
+    """The kinds of teacher output ``config`` reads: descriptions for the item side, rationales for the targets."""
+    kinds = ["description"] if config.item_text == "description" else []
+    if config.rationale == "oracle":
+        kinds.append("oracle")
+    elif config.rationale in ("unguided", "unguided-rs"):
+        kinds.append("unguided")
+    return kinds
+
+
+@dataclass
+class TeacherCoverage:
+    """The teacher texts a configuration needs, by kind."""
+
+    texts: dict[str, TeacherTexts]
+
+    @property
+    def complete(self) -> bool:
+        return all(t.complete for t in self.texts.values())
+
+    def account(self) -> str:
+        """``oracle: 581 usable of 943 needed (2 flagged, 360 missing)``, one part per kind."""
+        return "; ".join(f"{kind}: {len(t.texts)} usable of {t.total} needed ({t.flagged} flagged, {t.missing} missing)"
+                         for kind, t in self.texts.items()) or "no teacher data needed"
+
+
+def require_teacher_data(config: R2ENDConfig, ds: PreparedDataset, data_dir: Path | None = None, allow_partial: bool = False) -> TeacherCoverage:
+    """Count the teacher outputs ``config`` needs on ``ds``; raise :class:`TeacherDataIncomplete` if any is missing.
+
+    Flagged outputs count as done (they were generated and rejected, and are never used);
+    missing ones are not. With ``allow_partial`` nothing is raised and the caller keeps
+    the result out of the committed tables.
+    """
+    coverage = TeacherCoverage({kind: load_teacher_texts(ds, kind, config.teacher_model, data_dir) for kind in teacher_kinds(config)})
+    if not coverage.complete and not allow_partial:
+        missing = ",".join(kind for kind, t in coverage.texts.items() if not t.complete)
+        raise TeacherDataIncomplete(
+            f"teacher data incomplete for {config.variant} on {ds.name} ({coverage.account()}); nothing was trained. "
+            f"Generate the rest with `r2end teach run {config.dataset} --kinds {missing}`, "
+            f"or pass --allow-partial for a trial run (its result goes to $R2END_HOME/runs/partial-results)"
+        )
+    return coverage
