@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import numpy as np
 from training.data.preprocess import PreparedDataset
 from training.evaluation.evaluator import evaluate
 from training.evaluation.report import write_result
-from training.paths import home, results_dir
+from training.paths import home, results_dir, runs_dir
 from training.r2end.config import ABLATIONS, R2ENDConfig
 from training.r2end.pipeline import TrainedR2END, train_r2end
 
@@ -26,7 +25,7 @@ def bundle_dir(dataset: str, variant: str) -> Path:
 
 def run_dir(dataset: str, variant: str) -> Path:
     """Where ``r2end train`` leaves the trained model for ``r2end export``."""
-    return home() / "runs" / dataset / variant
+    return runs_dir() / dataset / variant
 
 
 def teacher_complete(model: TrainedR2END) -> tuple[bool, str]:
@@ -50,7 +49,6 @@ def train_and_report(
     data_dir: Path | None = None,
     export_to: Path | None = None,
     allow_partial: bool = False,
-    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train, evaluate (validation + test) and, if asked, export a bundle.
 
@@ -72,7 +70,7 @@ def train_and_report(
     from training.r2end.teacher_data import require_teacher_data
 
     require_teacher_data(config, train_ds, data_dir, allow_partial)  # before any model is loaded or trained
-    base = train_r2end(config, train_ds, data_dir, log, trainable=trainable)
+    base = train_r2end(config, train_ds, data_dir, trainable=trainable)
     complete, account = teacher_complete(base)
     if not complete and not allow_partial:
         raise RuntimeError(f"teacher data incomplete for {config.variant} ({account}); use --allow-partial for a trial run")
@@ -82,7 +80,7 @@ def train_and_report(
         from training.r2end.collaborative import CFConfig, train_cf
 
         cf_config = CFConfig(**config.cf)
-        model = train_cf(base, train_ds, cf_config, trainable, log)
+        model = train_cf(base, train_ds, cf_config, trainable)
         model.name = config.variant
         exportable = replace(base, projection=model.head.projection, item_vectors=model.item_vectors)
         history_table, history_items, tower = model.history_table, cf_config.history_items, model.head.tower
@@ -118,7 +116,7 @@ def train_and_report(
     if scratch is not None:
         scratch.cleanup()
         summary.pop("bundle", None)
-    out_dir = results_dir() if complete else home() / "runs" / "partial-results"
+    out_dir = results_dir() if complete else runs_dir() / "partial-results"
     notes = f"teacher data: {account}" + ("" if complete else " — PARTIAL, not a final result")
     path = write_result(ds, config.variant, test, config=config.model_dump(), valid=valid,
                         training_log=base.report.get("projection_log", []) + getattr(model, "log", []),
