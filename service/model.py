@@ -105,22 +105,41 @@ class ServingModel:
         tower = self.manifest.history_tower
         assert tower is not None
         out = vectors.astype(np.float32, copy=True)
+        read = [[rows[p] for p in self._tower_positions(rows)] for rows in history_rows]
         if tower.kind == "sequence":
-            trained = tower.trained_items or self.manifest.n_items
-            known = [[r for r in rows if r < trained][-tower.max_items :] for rows in history_rows]
             width = tower.max_items  # always the full length: positions count from the left edge, as in training
-            batch = np.zeros((len(known), width), dtype=np.int64)
-            for i, rows in enumerate(known):
+            batch = np.zeros((len(read), width), dtype=np.int64)
+            for i, rows in enumerate(read):
                 if rows:
                     batch[i, width - len(rows) :] = np.asarray(rows) + 1
             out += self.history_table.run(None, {"history": batch})[0]
         else:
-            for i, rows in enumerate(history_rows):
-                recent = rows[-tower.max_items :]
+            for i, recent in enumerate(read):
                 known_rows = [r for r in recent if r < len(self.history_table)]
                 if recent and known_rows:
                     out[i] += self.history_table[known_rows].sum(axis=0) / len(recent)
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    def _tower_positions(self, rows: Sequence[int]) -> list[int] | range:
+        """Which of a history's rows (oldest first) the R2END+CF tower reads: the last ``max_items``
+        (``sequence``: of those in the trained catalogue, the others are left out)."""
+        tower = self.manifest.history_tower
+        if self.history_table is None or tower is None:
+            return []
+        if tower.kind == "sequence":
+            trained = tower.trained_items or self.manifest.n_items
+            return [p for p, row in enumerate(rows) if row < trained][-tower.max_items :]
+        return range(max(0, len(rows) - tower.max_items), len(rows))
+
+    def events_read(self, events: Sequence[HistoryEvent], rows: Sequence[int]) -> int:
+        """How many of the most recent ``events`` (chronological, deduplicated) the model reads.
+
+        The history text shows the verbaliser's selection; an R2END+CF tower reads its own window
+        of ``rows`` (the events' catalogue rows). Older events change nothing but ``exclude_seen``.
+        """
+        shown = len(self.manifest.verbaliser.select(events))
+        positions = self._tower_positions(rows)
+        return max(shown, len(rows) - positions[0]) if len(positions) else shown
 
     # ---- search --------------------------------------------------------------------------------
     def search(self, vectors: np.ndarray, ks: Sequence[int], exclude: Sequence[frozenset[str]]) -> list[list[Hit]]:

@@ -2,6 +2,11 @@
 
 Checks here are the ones that depend on settings or on the catalogue (the static ones are
 in :mod:`service.schemas`); each failure is a 422 naming the field.
+
+A history is prepared the way training prepared its sequences: unknown ids are dropped (and
+reported), events are put in time order (:func:`chronological`), and a repeated item keeps only
+its earliest event (:func:`first_occurrences`, the rule of ``training.data.preprocess.deduplicate``).
+Any length the body limit allows is accepted; the model reads the most recent events.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ class Query:
     unknown_item_ids: tuple[str, ...]
     history_rows: tuple[int, ...] = ()
     """Catalogue rows of the known history items, oldest first (used by an R2END+CF history tower)."""
+    history_used: int | None = None
+    """How many of the most recent history events the model reads (None for a free-text history)."""
 
 
 def build_query(request: RecommendRequest, model: ServingModel, settings: ServiceSettings, loc: Loc = ("body",)) -> Query:
@@ -46,21 +53,37 @@ def build_query(request: RecommendRequest, model: ServingModel, settings: Servic
             )
         return Query(request.history_text, k, frozenset(), ())
     history = request.history or []
-    if len(history) > settings.max_history:
-        raise ServiceError(
-            422, f"history has {len(history)} events; at most {settings.max_history} (R2END_MAX_HISTORY)", loc + ("history",), "history_too_long"
-        )
+    limit = settings.history_limit
+    if len(history) > limit:
+        raise ServiceError(422, f"history has {len(history)} events; at most {limit} (R2END_MAX_HISTORY)", loc + ("history",), "history_too_long")
     items = {event.item_id: meta for event in history if (meta := model.get(event.item_id)) is not None}
-    unknown = tuple(event.item_id for event in history if event.item_id not in items)
+    unknown = tuple(dict.fromkeys(event.item_id for event in history if event.item_id not in items))
     if not items:
         raise ServiceError(
             422, f"none of the {len(history)} history item ids is in the catalogue: {list(unknown[:MAX_LISTED])}", loc + ("history",), "unknown_items"
         )
-    events = chronological([HistoryEvent(e.item_id, e.timestamp) for e in history if e.item_id in items])
+    events = first_occurrences(chronological([HistoryEvent(e.item_id, e.timestamp) for e in history if e.item_id in items]))
     text = model.history_text(events, items)
     exclude = frozenset(items) if request.exclude_seen else frozenset()
     rows = tuple(row for event in events if (row := model.catalog.row(event.item_id)) is not None)
-    return Query(text, k, exclude, unknown, rows)
+    return Query(text, k, exclude, unknown, rows, model.events_read(events, rows))
+
+
+def first_occurrences(events: Sequence[HistoryEvent]) -> list[HistoryEvent]:
+    """Each item once, at its first event in ``events`` (chronological: its earliest).
+
+    Training counted a (user, item) pair once, at its earliest timestamp
+    (``training.data.preprocess.deduplicate``), so a re-watch or repeat purchase is read as the
+    model saw it: the item where it first appeared. ``tests/test_service_history.py`` checks
+    that both rules agree.
+    """
+    seen: set[str] = set()
+    kept = []
+    for event in events:
+        if event.item_id not in seen:
+            seen.add(event.item_id)
+            kept.append(event)
+    return kept
 
 
 def chronological(events: Sequence[HistoryEvent]) -> list[HistoryEvent]:

@@ -49,6 +49,7 @@ def response(model: ServingModel, query: Query, hits: list[Hit]) -> RecommendRes
     return RecommendResponse(
         items=[ItemOut.from_meta(hit.item, hit.score) for hit in hits],
         unknown_item_ids=list(query.unknown_item_ids),
+        history_used=query.history_used,
         bundle_version=model.manifest.bundle_version,
         variant=model.manifest.variant,
     )

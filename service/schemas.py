@@ -1,13 +1,12 @@
 """Every request and response body of the HTTP API (pydantic models with OpenAPI examples).
 
-Limits that depend on settings (``max_k``, ``max_history``, ``max_batch_users``) are checked
+Limits that depend on settings (``max_k``, ``history_limit``, ``max_batch_users``) are checked
 by :mod:`service.query` against :class:`service.settings.ServiceSettings`; the static
-checks (types, exclusivity of ``history`` / ``history_text``, duplicates) live here.
+checks (types, exclusivity of ``history`` / ``history_text``) live here.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -60,8 +59,9 @@ class RecommendRequest(BaseModel):
 
     history: list[HistoryEvent] | None = Field(
         None,
-        description="past interactions, oldest first (sorted by timestamp when every event has one); "
-        "each item at most once; at most R2END_MAX_HISTORY events",
+        description="past interactions, oldest first (sorted by timestamp when every event has one), as long as the body "
+        "limit allows (R2END_MAX_HISTORY); the model reads the most recent ones (see `history_used`). A repeated item "
+        "counts once, at its earliest event, as in training",
     )
     history_text: Text | None = Field(
         None, description="free-text history, used as is instead of `history` (give exactly one of the two)"
@@ -76,14 +76,6 @@ class RecommendRequest(BaseModel):
             return None
         if not history:
             raise PydanticCustomError("empty_history", "history is empty: send at least one event {shape} (or use history_text)", {"shape": EVENT_SHAPE})
-        repeated = sorted(item for item, n in Counter(e.item_id for e in history).items() if n > 1)
-        if repeated:
-            raise PydanticCustomError(
-                "duplicate_item_ids",
-                "duplicate item ids in history: {ids}; send each item once (its earliest interaction), "
-                "as training counted each (user, item) pair once",
-                {"ids": repeated[:20]},
-            )
         return history
 
     @field_validator("history_text", mode="after")
@@ -165,6 +157,7 @@ class RecommendResponse(BaseModel):
                 {
                     "items": [{"item_id": "377", "score": 0.71, "title": "Heavyweights", "year": 1994, "categories": ["Comedy"]}],
                     "unknown_item_ids": [],
+                    "history_used": 2,
                     "bundle_version": "ml-100k-r2end-0123456789-20260101T000000Z",
                     "variant": "r2end",
                 }
@@ -173,7 +166,11 @@ class RecommendResponse(BaseModel):
     )
 
     items: list[ItemOut]
-    unknown_item_ids: list[str] = Field(description="history ids not in the catalogue (ignored)")
+    unknown_item_ids: list[str] = Field(description="history ids not in the catalogue (ignored), each once")
+    history_used: int | None = Field(
+        None, description="how many history events the model read: the most recent distinct known items (at most the bundle "
+        "verbaliser's max_items, within its window; up to the history tower's max_items for R2END+CF); null for history_text",
+    )
     bundle_version: str
     variant: str
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MIN_EVENT_BYTES = len('{"item_id":"1"},')  # 16: the smallest history event a request body can carry
+
 
 def available_cores() -> int:
     """CPU cores this process may run on (respects CPU affinity / cpusets)."""
@@ -40,7 +42,10 @@ class ServiceSettings(BaseSettings):
     queue_size: int = Field(256, ge=1, description="encode requests waiting at most; beyond that: 503 + Retry-After")
     retry_after_seconds: int = Field(1, ge=0, description="Retry-After sent with 503 answers")
 
-    max_history: int = Field(200, ge=1, description="most history events accepted per request")
+    max_history: int | None = Field(
+        None, ge=1, description="most history events accepted per request; default: as many as R2END_MAX_BODY_BYTES can carry "
+        "(max_body_bytes // 16), so the body limit decides (see history_limit)",
+    )
     max_history_text_chars: int = Field(20_000, ge=1, description="longest free-text history accepted")
     max_k: int = Field(100, ge=1)
     default_k: int = Field(10, ge=1)
@@ -51,6 +56,15 @@ class ServiceSettings(BaseSettings):
     write_token: str | None = Field(None, description="Bearer token for PUT/DELETE /items/{id}; catalogue writes answer 403 while unset")
     item_log_path: Path | None = Field(None, description="durable log of live item changes; default <bundle_path>.items.jsonl")
     warmup: bool = Field(True, description="run a few encodes of several lengths before /readyz turns 200")
+
+    @property
+    def history_limit(self) -> int:
+        """The history length limit in force: R2END_MAX_HISTORY, or what the body limit can carry (65,536 for 1 MiB).
+
+        Real histories are far shorter (the longest ML-1M user has 2,314 events), and the model reads
+        only the most recent ones, so by default a history is limited by its bytes alone.
+        """
+        return self.max_history if self.max_history is not None else self.max_body_bytes // MIN_EVENT_BYTES
 
     @model_validator(mode="after")
     def _defaults(self) -> ServiceSettings:

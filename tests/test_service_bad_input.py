@@ -12,14 +12,15 @@ from service_util import ADMIN_TOKEN, WRITE_AUTH, assert_error_shape, metric_sum
 pytestmark = pytest.mark.slow
 
 EVENT = {"item_id": "1", "timestamp": 881250949}
-MAX_HISTORY, MAX_K, MAX_BATCH = 200, 100, 64  # the defaults the shared server runs with
+MAX_K, MAX_BATCH = 100, 64  # the defaults the shared server runs with
+BODY_LIMIT_EVENTS = (1 << 20) // 16 + 1  # more events than a 1 MiB body (the default limit) can carry
 
 # (name, method, path, json body, expected status, expected loc, expected type)
 CASES = [
     ("unknown ids only", "POST", "/recommend", {"history": [{"item_id": "x1"}, {"item_id": "x2"}]}, 422, ["body", "history"], "unknown_items"),
     ("empty history", "POST", "/recommend", {"history": []}, 422, ["body", "history"], "empty_history"),
-    ("history too long", "POST", "/recommend", {"history": [{"item_id": f"i{n}"} for n in range(MAX_HISTORY + 1)]}, 422,
-     ["body", "history"], "history_too_long"),
+    ("history beyond the body limit", "POST", "/recommend", {"history": [{"item_id": "1"}] * BODY_LIMIT_EVENTS}, 413, ["body"],
+     "body_too_large"),
     ("k zero", "POST", "/recommend", {"history": [EVENT], "k": 0}, 422, ["body", "k"], "greater_than_equal"),
     ("k negative", "POST", "/recommend", {"history": [EVENT], "k": -3}, 422, ["body", "k"], "greater_than_equal"),
     ("k above max", "POST", "/recommend", {"history": [EVENT], "k": MAX_K + 1}, 422, ["body", "k"], "k_too_large"),
@@ -42,8 +43,6 @@ CASES = [
     ("unknown event field", "POST", "/recommend", {"history": [{"item_id": "1", "rating": 5}]}, 422,
      ["body", "history", 0, "rating"], "extra_forbidden"),
     ("unknown field", "POST", "/recommend", {"history": [EVENT], "user": "u1"}, 422, ["body", "user"], "extra_forbidden"),
-    ("duplicate ids", "POST", "/recommend", {"history": [EVENT, {"item_id": "2"}, {"item_id": "1", "timestamp": 5}]}, 422,
-     ["body", "history"], "duplicate_item_ids"),
     ("history and history_text", "POST", "/recommend", {"history": [EVENT], "history_text": "Heat"}, 422, ["body", "history_text"],
      "exclusive_fields"),
     ("neither history nor text", "POST", "/recommend", {"k": 3}, 422, ["body", "history"], "missing_history"),
@@ -61,8 +60,6 @@ CASES = [
      ["body", "requests", 1, "k"], "k_too_large"),
     ("batch entry unknown ids", "POST", "/recommend/batch", {"requests": [{"history": [EVENT]}, {"history": [{"item_id": "zz"}]}]}, 422,
      ["body", "requests", 1, "history"], "unknown_items"),
-    ("batch entry duplicate ids", "POST", "/recommend/batch", {"requests": [{"history": [EVENT, EVENT]}]}, 422,
-     ["body", "requests", 0, "history"], "duplicate_item_ids"),
     ("put without title", "PUT", "/items/new-x", {"year": 2000}, 422, ["body", "title"], "missing"),
     ("put empty title", "PUT", "/items/new-x", {"title": ""}, 422, ["body", "title"], "string_too_short"),
     ("put id mismatch", "PUT", "/items/new-x", {"title": "X", "item_id": "other"}, 422, ["body", "item_id"], "item_id_mismatch"),
@@ -116,10 +113,6 @@ def test_bad_request(client, name, method, path, body, status, loc, kind):
 def test_messages_name_the_reason(client):
     unknown = client.post("/recommend", json={"history": [{"item_id": "x1"}]}).json()["detail"][0]["msg"]
     assert "x1" in unknown and "catalogue" in unknown
-    long = client.post("/recommend", json={"history": [{"item_id": f"i{n}"} for n in range(MAX_HISTORY + 1)]}).json()["detail"][0]["msg"]
-    assert "201" in long and "200" in long
-    duplicate = client.post("/recommend", json={"history": [EVENT, EVENT]}).json()["detail"][0]["msg"]
-    assert "duplicate" in duplicate and "'1'" in duplicate
 
 
 def test_wrong_admin_token(client):
