@@ -10,8 +10,9 @@ reconnecting when the server closes.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,11 +84,13 @@ class Connection:
 
 @dataclass
 class Run:
-    """Every request of one closed-loop run and its wall time."""
+    """Every request of one run and its wall time (closed loop: ``concurrency`` clients; open loop: ``rate`` per second)."""
 
     concurrency: int
     seconds: float
     samples: list[Sample] = field(default_factory=list)
+    rate: float | None = None
+    skipped: int = 0  # open loop: arrivals not sent because ``max_in_flight`` requests were already waiting
 
     def count(self, status: int | None = None) -> int:
         return len(self.samples) if status is None else sum(s.status == status for s in self.samples)
@@ -138,6 +141,60 @@ async def closed_loop(host: str, port: int, path: str, bodies: Sequence[bytes], 
 
     started = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(concurrency)))
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+async def open_loop(host: str, port: int, path: str, bodies: Sequence[bytes], rate: float, seconds: float,
+                    headers: Mapping[str, str] | None = None, max_in_flight: int = 4096, timeout_s: float = 60.0, seed: int = 0,
+                    on_sample: Callable[[Sample], None] | None = None) -> Run:
+    """Requests arriving at ``rate`` per second (Poisson, seeded) for ``seconds``, whether or not earlier ones were answered.
+
+    Unlike a closed loop, an overloaded server does not slow the arrivals down: this is how load
+    beyond capacity looks. Connections are reused when idle and opened when none is; an arrival
+    finding ``max_in_flight`` requests unanswered is not sent and counted in :attr:`Run.skipped`.
+    ``on_sample`` sees each finished request (e.g. to keep live counts).
+    """
+    run = Run(0, 0.0, rate=rate)
+    rng = random.Random(seed)
+    idle: list[Connection] = []
+    pending: set[asyncio.Task] = set()
+
+    async def one(n: int) -> None:
+        conn = idle.pop() if idle else Connection(host, port, timeout_s)
+        t0 = time.perf_counter()
+        try:
+            response = await conn.request("POST", path, bodies[n % len(bodies)], headers)
+            status, retry_after = response.status, response.headers.get("retry-after")
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+            status, retry_after = TRANSPORT_ERROR, None
+        sample = Sample(t0, time.perf_counter() - t0, status, retry_after)
+        run.samples.append(sample)
+        if on_sample is not None:
+            on_sample(sample)
+        if conn.writer is not None:
+            idle.append(conn)
+
+    started = time.perf_counter()
+    due, n = started, 0
+    while True:
+        due += rng.expovariate(rate)
+        if due - started >= seconds:
+            break
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if len(pending) >= max_in_flight:
+            run.skipped += 1
+            continue
+        task = asyncio.create_task(one(n))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        n += 1
+    if pending:
+        await asyncio.gather(*pending)
+    for conn in idle:
+        conn.close()
     run.seconds = time.perf_counter() - started
     return run
 

@@ -14,14 +14,14 @@ Goals, printed as met/missed:
 - goodput at 128 and 512 clients >= 0.9 x the best level's (overload does not collapse throughput);
 - p99 of a 503 <= 20 ms (refusals are immediate);
 - p99 of accepted requests <= queue bound / capacity + one batch time, where the queue bound is
-  the service setting ``--bound-setting`` (its configured or default value), capacity the best
-  level's goodput and the batch time the largest mean time of one encode batch measured by the
-  server at any level.
+  the most requests the service lets wait with the settings given (its admission limit, or
+  ``queue_size`` in a service without one), capacity the best level's goodput and the batch time
+  the largest mean time of one encode batch measured by the server at any level.
 
 Writes ``<out>.md`` and ``<out>.json`` (command, git commit, machine, settings, every number):
 
     python scripts/bench_overload.py BUNDLE [--seconds 20] [--server-cpus 0 --client-cpus 1] [--out docs/benchmarks/overload]
-    python scripts/bench_overload.py BUNDLE --set queue_size=64 --bound-setting queue_size
+    python scripts/bench_overload.py BUNDLE --set queue_size=64 --set max_inflight=96
 """
 
 from __future__ import annotations
@@ -40,13 +40,10 @@ from urllib.parse import urlsplit
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
-
 from index import bundle as B
 from loadtest import procs, rawhttp
+from loadtest.capacity import accepted_p99_limit_ms, batch_stats, parse_cpus, parse_settings, queue_bound, scrape
 from loadtest.traffic import DEFAULT_MAX_HISTORY, TrafficData, recommend_body
-from service.settings import ServiceSettings
 
 log = logging.getLogger("bench_overload")
 
@@ -80,50 +77,11 @@ class Goal:
     met: bool | None
 
 
-def scrape(url: str) -> dict[str, float]:
-    """The server's Prometheus samples, ``name{label=value,...}`` -> value (labels sorted)."""
-    text = httpx.get(url + "/metrics", timeout=30).text
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-            samples[f"{s.name}{{{labels}}}"] = s.value
-    return samples
-
-
-def total(samples: dict[str, float], name: str) -> float:
-    return sum(v for k, v in samples.items() if k.split("{", 1)[0] == name)
-
-
-def batch_stats(before: dict[str, float], after: dict[str, float]) -> tuple[float | None, float | None]:
-    """Mean seconds and histories of one encode batch between two scrapes (None without batches or metrics)."""
-    def delta(name: str) -> float:
-        return total(after, name) - total(before, name)
-
-    batches = delta("r2end_batch_size_count")
-    if batches <= 0:
-        return None, None
-    seconds = delta("r2end_tokenize_seconds_sum") + delta("r2end_encode_seconds_sum")
-    return seconds / batches * 1000, delta("r2end_batch_size_sum") / batches
-
-
 def level_result(run: rawhttp.Run, batch: tuple[float | None, float | None]) -> LevelResult:
     rejected = [s for s in run.samples if s.status == 503]
     return LevelResult(run.concurrency, run.seconds, run.per_second(200), run.statuses(), run.percentile_ms(50, 200),
                        run.percentile_ms(99, 200), run.percentile_ms(50, 503), run.percentile_ms(99, 503),
                        sum(s.retry_after is None for s in rejected), *batch)
-
-
-def bound_value(settings: dict[str, str], name: str) -> float:
-    """The configured (``--set``) or default value of the service setting that bounds the queue."""
-    field = ServiceSettings.model_fields.get(name)
-    if field is None:
-        raise SystemExit(f"--bound-setting {name!r}: not a service setting (R2END_<NAME>); known: {', '.join(ServiceSettings.model_fields)}")
-    value = settings.get(name, field.default)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise SystemExit(f"--bound-setting {name!r} has no numeric value ({value!r}); set one with --set {name}=N") from None
 
 
 def goals(levels: list[LevelResult], bound_name: str, bound: float) -> list[Goal]:
@@ -141,7 +99,7 @@ def goals(levels: list[LevelResult], bound_name: str, bound: float) -> list[Goal
     batch_times = [lv.batch_ms for lv in levels if lv.batch_ms is not None]
     accepted = [lv.ok_p99_ms for lv in levels if lv.ok_p99_ms is not None]
     if batch_times and accepted and best.goodput:
-        limit = bound / best.goodput * 1000 + max(batch_times)
+        limit = accepted_p99_limit_ms(bound, best.goodput, max(batch_times))
         out.append(Goal(f"p99 of accepted <= {bound_name} {bound:g} / capacity {best.goodput:.1f}/s + one batch {max(batch_times):.0f} ms "
                         f"= {limit:.0f} ms (worst level)", f"{max(accepted):.0f} ms", max(accepted) <= limit))
     else:
@@ -179,15 +137,6 @@ def markdown(info: dict, description: str, levels: list[LevelResult], goal_list:
     return "\n".join(lines) + "\n"
 
 
-def parse_cpus(text: str) -> set[int]:
-    """``0``, ``0,2`` or ``0-3`` -> core numbers (the ``taskset -c`` syntax)."""
-    cores: set[int] = set()
-    for part in text.split(","):
-        lo, _, hi = part.strip().partition("-")
-        cores.update(range(int(lo), int(hi or lo) + 1))
-    return cores
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", type=Path)
@@ -201,18 +150,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--histories", type=Path, help="histories JSON (default: the bundle's dataset's test users)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
                         help="a service setting R2END_<NAME> (repeatable), e.g. --set queue_size=64")
-    parser.add_argument("--bound-setting", default="queue_size", help="the service setting that bounds the requests waiting (goal 3)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "overload", help="writes <out>.md and <out>.json")
     args = parser.parse_args(argv)
     if not args.levels or min(args.levels) < 1:
         parser.error("--levels: positive integers, e.g. 8,32,128,512")
-    pairs = {}
-    for item in args.settings:
-        name, sep, value = item.partition("=")
-        if not sep or name.strip().lower() not in ServiceSettings.model_fields:
-            parser.error(f"--set {item!r}: expected NAME=VALUE with NAME a service setting ({', '.join(ServiceSettings.model_fields)})")
-        pairs[name.strip().lower()] = value
-    args.settings = pairs
+    try:
+        args.settings = parse_settings(args.settings)
+        args.bound_name, args.bound = queue_bound(args.bundle, args.settings)
+    except ValueError as exc:  # a pydantic ValidationError is one
+        errors = getattr(exc, "errors", None)
+        parser.error("--set: " + ("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors()) if errors else str(exc)))
     for option in ("server_cpus", "client_cpus"):
         text = getattr(args, option)
         if text:
@@ -231,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("bench_overload", "loadtest"):
         logging.getLogger(name).setLevel(logging.INFO)
     manifest = B.load_manifest(args.bundle)
-    bound = bound_value(args.settings, args.bound_setting)
+    bound = args.bound
     with tempfile.TemporaryDirectory(prefix="bench-overload-") as tmp:
         workdir = Path(tmp)
         if args.histories:
@@ -270,14 +217,14 @@ def main(argv: list[str] | None = None) -> None:
                    f"{len(bodies)} test-user histories of {data.dataset} (at most {DEFAULT_MAX_HISTORY} events, k={K}), "
                    f"{args.seconds:g} s per level after a {args.warmup_seconds:g} s warm-up at 4 clients. Closed loop: each client "
                    "sends its next request as soon as the last is answered, a 503 included (no back-off).")
-    goal_list = goals(levels, args.bound_setting, bound)
+    goal_list = goals(levels, args.bound_name, bound)
     text = markdown(info, description, levels, goal_list)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     md, js = Path(f"{args.out}.md"), Path(f"{args.out}.json")
     md.write_text(text, encoding="utf-8")
     payload = {**info, "bundle_version": manifest.bundle_version, "int8": args.int8, "settings": args.settings,
-               "bound_setting": args.bound_setting, "bound": bound, "server_cpus": args.server_cpus, "client_cpus": args.client_cpus,
+               "bound_name": args.bound_name, "bound": bound, "server_cpus": args.server_cpus, "client_cpus": args.client_cpus,
                "seconds": args.seconds, "requests": len(bodies), "levels": [asdict(lv) for lv in levels],
                "goals": [asdict(g) for g in goal_list]}
     js.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

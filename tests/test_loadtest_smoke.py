@@ -272,3 +272,146 @@ def test_bench_load_cli_and_plan():
     smoke = parse_args(["--duration", "5", "--levels", "1,2", "--models", "smollm2-135m", "--out", "/tmp/x/B.md"])
     assert smoke.models == ["smollm2-135m"] and generative_plan("smollm2-135m", smoke) == ([1, 2], 5.0)
     assert smoke.plot == Path("/tmp/x/benchmarks/load.png")
+
+
+# ---- benchmark scripts: the HTTP client, goal arithmetic, the fusion check ------------------------
+
+
+def load_script(name: str):
+    """A module of scripts/ (not a package) by file name."""
+    import importlib.util
+
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+async def fake_server(answers: list[tuple[int, dict[str, str]]]):
+    """A loopback HTTP/1.1 server answering requests in turn with ``answers`` (cycling); the second answer closes."""
+    import asyncio
+
+    served = 0
+
+    async def handle(reader, writer):
+        nonlocal served
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0)
+            await reader.readexactly(length)
+            status, headers = answers[served % len(answers)]
+            served += 1
+            body = b'{"ok": true}'
+            extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body)
+            await writer.drain()
+            if headers.get("Connection") == "close":
+                writer.close()
+                return
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def test_raw_client_counts_statuses_and_reconnects():
+    import asyncio
+
+    from loadtest import rawhttp
+
+    async def scenario():
+        server = await fake_server([(200, {}), (503, {"Retry-After": "1", "Connection": "close"}), (200, {})])
+        port = server.sockets[0].getsockname()[1]
+        closed = await rawhttp.closed_loop("127.0.0.1", port, "/x", [b"{}"], concurrency=2, seconds=0.3)
+        opened = await rawhttp.open_loop("127.0.0.1", port, "/x", [b"{}"], rate=200, seconds=0.3, seed=3)
+        server.close()
+        await server.wait_closed()
+        gone = await rawhttp.closed_loop("127.0.0.1", port, "/x", [b"{}"], concurrency=1, seconds=0.05)
+        return closed, opened, gone
+
+    closed, opened, gone = asyncio.run(scenario())
+    for run in (closed, opened):
+        statuses = run.statuses()
+        assert set(statuses) == {200, 503} and statuses[200] > statuses[503] > 0, statuses  # reconnected after each close
+        assert all(s.retry_after == "1" for s in run.samples if s.status == 503)
+        assert run.per_second(200) == statuses[200] / run.seconds and run.percentile_ms(99, 503) is not None
+    assert 20 < opened.count() < 120 and opened.rate == 200  # ~60 Poisson arrivals in 0.3 s
+    assert set(gone.statuses()) == {rawhttp.TRANSPORT_ERROR}  # no server: recorded, not raised
+
+
+def test_bench_service_goals_and_table():
+    bench = load_script("bench_service")
+    level = lambda c, rate, p99: bench.Level(c, rate, 100, 0, p99 / 2, p99, p99)  # noqa: E731
+    result = bench.PrecisionResult("int8", raw={1: 80.0, 8: 70.0}, r2end={1: level(1, 60.0, 20.0), 8: level(8, 66.0, 150.0)},
+                                   single=level(1, 55.0, 25.0), infinity={1: level(1, 50.0, 18.0), 8: level(8, 40.0, 200.0)})
+    goals = "\n".join(bench.goals([result]))
+    assert "0.75x at 1, 0.94x at 8 (missed)" in goals  # 60/80 < 0.9
+    assert "at 8 clients: 1.65x (met)" in goals  # 66/40 >= 1.5
+    assert "20.0 vs 18.0 ms (missed)" in goals  # p99 at 1 client above infinity's
+    assert "p99 <= 30 ms: met" in goals
+    table = bench.table([result])
+    assert "infinity /embeddings (req/s)" in table and "| int8 | 8 | 70.0 | 66.0 | 0.94 |" in table
+    no_peer = bench.PrecisionResult("fp32", raw={1: 10.0}, r2end={1: level(1, 9.5, 40.0)}, single=level(1, 9.0, 41.0))
+    assert "infinity" not in bench.table([no_peer]) + "\n".join(bench.goals([no_peer]))
+    args = bench.parse_args(["b", "--int8", "--levels", "1,8"])
+    assert args.precisions == ["int8"] and args.levels == [1, 8]
+
+
+def test_bench_overload_goals():
+    overload = load_script("bench_overload")
+    lv = lambda c, good, ok99, rej99, batch: overload.LevelResult(c, 10, good, {200: 1}, 1.0, ok99, 1.0, rej99, 0, batch, 8.0)  # noqa: E731
+    levels = [lv(8, 30.0, 300, None, 120), lv(32, 31.0, 1200, 5.0, 200), lv(128, 29.0, 2500, 12.0, 250), lv(512, 20.0, 9000, 30.0, 250)]
+    goals = {g.name.split(" (")[0].split(" <=")[0]: g for g in overload.goals(levels, "admission limit", 288)}
+    assert goals["goodput at 128 clients >= 0.9x the best level's"].met is True  # 29/31
+    assert goals["goodput at 512 clients >= 0.9x the best level's"].met is False  # 20/31
+    assert goals["p99 of a 503"].met is False and goals["p99 of a 503"].value == "30.0 ms"
+    accepted = next(g for name, g in goals.items() if name.startswith("p99 of accepted"))
+    assert "= 9540 ms" in accepted.name and accepted.met is True  # 288 / 31 s + 250 ms = 9540 ms >= 9000 ms
+    text = overload.markdown({"command": "c", "git_commit": "g", "machine_line": "m", "created": "t"}, "d", levels, list(goals.values()))
+    assert "| 512 | 20.0 |" in text and "(missed)" in text
+
+
+def test_capacity_helpers(tmp_path):
+    from loadtest.capacity import accepted_p99_limit_ms, batch_stats, parse_cpus, parse_settings, queue_bound
+
+    before = {"r2end_batch_size_count{}": 10, "r2end_batch_size_sum{}": 40, 'r2end_encode_seconds_sum{encoder=user}': 1.0,
+              "r2end_tokenize_seconds_sum{}": 0.1}
+    after = {"r2end_batch_size_count{}": 20, "r2end_batch_size_sum{}": 120, 'r2end_encode_seconds_sum{encoder=user}': 2.8,
+             "r2end_tokenize_seconds_sum{}": 0.3}
+    assert batch_stats(before, after) == pytest.approx((200.0, 8.0))  # (1.8 + 0.2) s / 10 batches; 80 histories / 10
+    assert batch_stats(before, before) == (None, None)
+    assert accepted_p99_limit_ms(100, 50.0, 30.0) == pytest.approx(2030.0)
+    assert parse_cpus("0") == {0} and parse_cpus("0,2-3") == {0, 2, 3}
+    assert parse_settings(["queue_size=64"]) == {"queue_size": "64"}
+    with pytest.raises(ValueError, match="service setting"):
+        parse_settings(["queue_sise=64"])
+    name, bound = queue_bound(tmp_path, {"queue_size": "64", "max_batch_size": "8"})
+    assert bound == (64 + 8 if name == "admission limit" else 64)
+
+
+@pytest.mark.slow
+def test_fusion_report_on_a_bundle_graph(tiny_bundle):
+    from loadtest.fusion import KEY_OPS, fusion_report, markdown
+
+    report = fusion_report(tiny_bundle / "user_encoder.onnx")
+    assert set(KEY_OPS) <= set(report.fused) and report.nodes_after <= report.nodes_before
+    assert report.nodes_before > 100  # a 6-layer transformer, not an empty graph
+    assert "| user |" in markdown([("user", report)])
+
+
+def test_soak_failure_rules_and_windows():
+    from loadtest.rawhttp import TRANSPORT_ERROR, Run, Sample
+
+    soak = load_script("soak")
+    t0 = 1000.0
+    samples = [Sample(t0 + 1, 0.5, 200), Sample(t0 + 2, 0.01, 503, "1"), Sample(t0 + 3, 0.01, 503, None),  # no Retry-After: failed
+               Sample(t0 + 11, 0.2, 500), Sample(t0 + 12, 3.0, TRANSPORT_ERROR), Sample(t0 + 25, 0.1, 200)]
+    assert [soak.failed(s) for s in samples] == [False, False, True, True, True, False]
+    run = Run(0, 30.0, samples, rate=0.2)
+    record = soak.SoakRecord(reloads=[soak.Reload(at_s=12.5, seconds=1.0, status=200)], rss=[(0.0, 100 << 20), (15.0, 110 << 20)])
+    overlapping = soak.overlapping_reloads(run, record, t0)
+    assert overlapping == [samples[4]]  # in flight from 12 s to 15 s, across the reload from 12.5 s to 13.5 s
+    rows = soak.windows(run, record, t0, seconds=30.0, width=10.0)
+    assert [r["failed"] for r in rows] == [1, 2, 0] and [r["reloads"] for r in rows] == [0, 1, 0]
+    assert rows[0]["ok_per_s"] == pytest.approx(0.1) and rows[1]["rss_mb"] == pytest.approx(110)
