@@ -10,12 +10,15 @@ reconnecting when the server closes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 TRANSPORT_ERROR = 0  # Sample.status when no HTTP answer came back (refused, reset, timed out)
 
@@ -44,10 +47,25 @@ class Connection:
         self.host, self.port, self.timeout_s = host, port, timeout_s
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self._answered = False  # a status line of the current request came back
 
     async def request(self, method: str, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None) -> Response:
+        """Send one request and read its answer; on a kept-alive connection the server had already closed
+        (its keep-alive timeout ran out while the connection sat idle), retry once on a new one, as HTTP
+        clients do: no byte of an answer came back, so the server never saw the request."""
+        reused = self.writer is not None
         try:
-            return await asyncio.wait_for(self._request(method, path, body, headers or {}), self.timeout_s)
+            return await self._attempt(method, path, body, headers or {})
+        except (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError) as exc:
+            if not reused or self._answered:
+                raise
+            log.debug("stale keep-alive connection (%s): reconnecting", exc)
+        return await self._attempt(method, path, body, headers or {})
+
+    async def _attempt(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> Response:
+        self._answered = False
+        try:
+            return await asyncio.wait_for(self._request(method, path, body, headers), self.timeout_s)
         except BaseException:
             self.close()  # a half-read answer must not be read as the next one's
             raise
@@ -64,6 +82,7 @@ class Connection:
         status_line = await self.reader.readline()
         if not status_line:
             raise ConnectionResetError("server closed the connection")
+        self._answered = True
         status = int(status_line.split()[1])
         response_headers: dict[str, str] = {}
         while (line := await self.reader.readline()) not in (b"\r\n", b""):

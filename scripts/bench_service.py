@@ -134,6 +134,7 @@ def embeddings_bodies(texts: list[str]) -> list[bytes]:
 
 def bench_raw(encoder: OnnxTextEncoder, tokens: list[list[int]], batch: int, seconds: float) -> float:
     """Histories per second through ``session.run`` alone (tokenised and padded beforehand)."""
+    tokens = tokens * -(-batch // len(tokens))  # at least one full batch, however few the histories
     batches = [pad(tokens[i : i + batch]) for i in range(0, len(tokens) - batch + 1, batch)]
     encoder.run_padded(*batches[0])  # warm-up
     done, n, started = 0, 0, time.perf_counter()

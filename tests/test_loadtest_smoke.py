@@ -308,7 +308,7 @@ async def fake_server(answers: list[tuple[int, dict[str, str]]]):
             extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
             writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body)
             await writer.drain()
-            if headers.get("Connection") == "close":
+            if headers.get("Connection") == "close" or headers.get("X-Silent-Close"):  # the latter: a keep-alive timeout
                 writer.close()
                 return
 
@@ -338,6 +338,26 @@ def test_raw_client_counts_statuses_and_reconnects():
         assert run.per_second(200) == statuses[200] / run.seconds and run.percentile_ms(99, 503) is not None
     assert 20 < opened.count() < 120 and opened.rate == 200  # ~60 Poisson arrivals in 0.3 s
     assert set(gone.statuses()) == {rawhttp.TRANSPORT_ERROR}  # no server: recorded, not raised
+
+
+def test_raw_client_retries_a_connection_the_server_closed_while_idle():
+    import asyncio
+
+    from loadtest import rawhttp
+
+    async def scenario():
+        server = await fake_server([(200, {"X-Silent-Close": "1"})])  # answers, then closes without saying so
+        port = server.sockets[0].getsockname()[1]
+        conn = rawhttp.Connection("127.0.0.1", port)
+        first = await conn.request("POST", "/x", b"{}")
+        await asyncio.sleep(0.05)  # the server's close arrives while the connection is idle
+        second = await conn.request("POST", "/x", b"{}")
+        conn.close()
+        server.close()
+        await server.wait_closed()
+        return first.status, second.status
+
+    assert asyncio.run(scenario()) == (200, 200)
 
 
 def test_bench_service_goals_and_table():
