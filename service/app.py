@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from service.admission import AdmissionMiddleware
 from service.errors import install_error_handlers
 from service.limits import BodyLimitMiddleware
 from service.metrics import ServiceMetrics, instrument
@@ -48,7 +49,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.settings, app.state.metrics, app.state.runtime = settings, metrics, runtime
     install_error_handlers(app, metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)
-    instrument(app, metrics)  # added last: outermost, so it times every answer including 413s
+    instrument(app, metrics)  # outside the body limit: it times every answer including 413s
+    # added last: outermost, so an overloaded service refuses before any other work (not timed by the instrumentator)
+    app.add_middleware(AdmissionMiddleware, limit=settings.inflight_limit, retry_after_seconds=settings.retry_after_seconds, metrics=metrics)
     for router in (recommend.router, items.router, health.router, admin.router):
         app.include_router(router)
     return app

@@ -45,8 +45,8 @@ def bearer_token(setting: TokenSetting, what: str) -> Callable[..., None]:
 
     # Depends(...) as defaults, not in Annotated: these annotations are strings (postponed) and
     # `bearer` is local to this function, where FastAPI could not resolve it.
-    def check(request: Request, settings: ServiceSettings = Depends(get_settings),
-              credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    def check(request: Request, settings: ServiceSettings = Depends(get_settings),  # noqa: B008 (see above)
+              credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
         expected = getattr(settings, setting)
         if expected is None:
             raise ServiceError(403, f"{what} are disabled: set {variable}", AUTH_LOC, "forbidden")

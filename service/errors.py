@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -42,6 +43,16 @@ class Unavailable(ServiceError):
 
 def error_body(details: list[dict[str, Any]]) -> dict[str, Any]:
     return {"detail": details}
+
+
+async def send_error(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, loc: list[str], msg: str, reason: str,
+                     headers: dict[str, str] | None = None) -> None:
+    """Answer from a plain ASGI middleware (before FastAPI): the same shape as every other error."""
+    payload = json.dumps(error_body([{"loc": loc, "msg": msg, "type": reason}])).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:

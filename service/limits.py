@@ -6,10 +6,10 @@ itself, or hands the buffered body on to the app.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from service.errors import send_error
 from service.metrics import ServiceMetrics
 
 Scope = dict[str, Any]
@@ -65,10 +65,7 @@ class BodyLimitMiddleware:
 
     async def _reject(self, send: Send, status: int, loc: list[str], msg: str, reason: str) -> None:
         self.metrics.errors.labels(reason=reason).inc()
-        payload = json.dumps({"detail": [{"loc": loc, "msg": msg, "type": reason}]}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), (b"connection", b"close")]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await send_error(send, status, loc, msg, reason, {"Connection": "close"})  # the rest of the body is not read
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -9,8 +9,11 @@ Exported names (the Grafana dashboard and tests use these):
   ``r2end_search_seconds``, ``r2end_queue_wait_seconds``: stage latencies (histograms).
 * ``r2end_batch_size``, ``r2end_queue_depth``: per ONNX batch (histograms);
   ``r2end_queue_pending``: encodes waiting right now (gauge).
-* ``r2end_rejected_requests_total``: 503s because the queue was full (counter).
-* ``r2end_errors_total{reason}``: every error answer by reason (counter).
+* ``r2end_rejected_requests_total``: 503s because the batcher's queue was full (counter).
+* ``r2end_in_flight_requests``: expensive requests (``/recommend``, ``/recommend/batch``, ``PUT /items``)
+  admitted and not yet answered (gauge); beyond ``R2END_MAX_INFLIGHT`` they are refused at the door.
+* ``r2end_errors_total{reason}``: every error answer by reason (counter), including ``overloaded``
+  (refused at the door; these never reach the app, so ``http_requests_total`` does not count them).
 * ``r2end_reloads_total{outcome}``, ``r2end_bundle_info{bundle_version,variant}``,
   ``r2end_catalog_items``, ``r2end_live_item_changes_total{op}``.
 """
@@ -47,6 +50,7 @@ class ServiceMetrics:
         )
         self.queue_pending = Gauge("r2end_queue_pending", "Encodes waiting in the batcher right now", registry=r)
         self.rejected = Counter("r2end_rejected_requests", "Requests refused with 503 because the queue was full", registry=r)
+        self.in_flight = Gauge("r2end_in_flight_requests", "Expensive requests admitted and not yet answered", registry=r)
         self.errors = Counter("r2end_errors", "Error answers by reason", ["reason"], registry=r)
         self.reloads = Counter("r2end_reloads", "Bundle loads by outcome", ["outcome"], registry=r)
         self.bundle_info = Gauge("r2end_bundle_info", "The bundle being served (value 1)", ["bundle_version", "variant"], registry=r)

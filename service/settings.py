@@ -40,6 +40,10 @@ class ServiceSettings(BaseSettings):
     max_batch_size: int = Field(32, ge=1, description="most histories encoded in one ONNX run")
     max_wait_ms: float = Field(4.0, ge=0, description="how long the batcher waits for company after the first request")
     queue_size: int = Field(256, ge=1, description="encode requests waiting at most; beyond that: 503 + Retry-After")
+    max_inflight: int | None = Field(
+        None, ge=1, description="most /recommend, /recommend/batch and PUT /items requests in flight; beyond: an immediate 503 + "
+        "Retry-After before the body is read. Default: queue_size + max_batch_size (see inflight_limit)",
+    )
     retry_after_seconds: int = Field(1, ge=0, description="Retry-After sent with 503 answers")
 
     max_history: int | None = Field(
@@ -56,6 +60,18 @@ class ServiceSettings(BaseSettings):
     write_token: str | None = Field(None, description="Bearer token for PUT/DELETE /items/{id}; catalogue writes answer 403 while unset")
     item_log_path: Path | None = Field(None, description="durable log of live item changes; default <bundle_path>.items.jsonl")
     warmup: bool = Field(True, description="run a few encodes of several lengths before /readyz turns 200")
+
+    @property
+    def inflight_limit(self) -> int:
+        """The admission limit in force: R2END_MAX_INFLIGHT, or what the batcher holds at once (queue + one batch).
+
+        A /recommend is one encode, so with this many in flight the batcher's queue is never the one
+        to refuse it (no request is parsed only to be turned away), and every admitted request finds
+        a place in a batch. More would only wait on the event loop instead of in the queue; fewer
+        would leave batches short. The queue size is thus the one knob for the longest wait: about
+        (queue_size + max_batch_size) / throughput.
+        """
+        return self.max_inflight if self.max_inflight is not None else self.queue_size + self.max_batch_size
 
     @property
     def history_limit(self) -> int:

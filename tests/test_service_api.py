@@ -152,7 +152,7 @@ def test_metrics_exposes_the_documented_names(client):
     names = metric_names(text)
     for name in ("http_request_duration_seconds_bucket", "http_request_duration_highr_seconds_bucket", "http_requests_total",
                  "r2end_tokenize_seconds_bucket", "r2end_encode_seconds_bucket", "r2end_search_seconds_bucket",
-                 "r2end_queue_wait_seconds_bucket", "r2end_batch_size_bucket", "r2end_queue_depth_bucket", "r2end_queue_pending",
+                 "r2end_queue_wait_seconds_bucket", "r2end_batch_size_bucket", "r2end_queue_depth_bucket", "r2end_queue_pending", "r2end_in_flight_requests",
                  "r2end_rejected_requests_total", "r2end_reloads_total", "r2end_bundle_info", "r2end_catalog_items"):
         assert name in names, name
     metrics = parse_metrics(text)

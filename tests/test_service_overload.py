@@ -1,0 +1,144 @@
+"""Admission control (issue #16): beyond the in-flight limit an expensive request is refused at once
+(503 + Retry-After, the usual error shape) before its body is read; health, readiness and metrics still answer.
+
+Nothing here is timed: requests are held in flight deterministically (an ASGI app that waits on
+an event; on the real server, clients that send their headers but withhold their body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from service_util import assert_error_shape, metric_sum, parse_metrics
+
+from service.admission import AdmissionMiddleware, expensive
+from service.metrics import ServiceMetrics
+from service.settings import ServiceSettings
+
+
+def test_expensive_routes():
+    assert expensive("POST", "/recommend") and expensive("POST", "/recommend/batch") and expensive("PUT", "/items/x")
+    assert expensive("POST", "/recommend/")
+    for method, path in (("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/items/x"), ("DELETE", "/items/x"),
+                         ("POST", "/admin/reload"), ("GET", "/recommend"), ("POST", "/recommendations"), ("GET", "/docs")):
+        assert not expensive(method, path), (method, path)
+
+
+def test_default_limit_follows_the_batcher(tmp_path):
+    settings = ServiceSettings(bundle_path=tmp_path / "b")
+    assert settings.max_inflight is None and settings.inflight_limit == settings.queue_size + settings.max_batch_size == 288
+    assert ServiceSettings(bundle_path=tmp_path / "b", queue_size=32, max_batch_size=8).inflight_limit == 40
+    assert ServiceSettings(bundle_path=tmp_path / "b", max_inflight=5).inflight_limit == 5
+
+
+def test_middleware_refuses_beyond_the_limit_without_reading_the_body():
+    async def scenario():
+        release = asyncio.Event()
+        entered: list[str] = []
+
+        async def app(scope, receive, send):  # holds every request it gets until released
+            entered.append(scope["path"])
+            await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        metrics = ServiceMetrics()
+        sample = metrics.registry.get_sample_value
+        middleware = AdmissionMiddleware(app, limit=2, retry_after_seconds=3, metrics=metrics)
+
+        def call(method: str, path: str):
+            sent: list[dict] = []
+            reads = 0
+
+            async def receive():
+                nonlocal reads
+                reads += 1
+                return {"type": "http.request", "body": b"{}", "more_body": False}
+
+            async def send(message):
+                sent.append(message)
+
+            scope = {"type": "http", "method": method, "path": path, "headers": []}
+            return asyncio.ensure_future(middleware(scope, receive, send)), sent, lambda: reads
+
+        held = [call("POST", "/recommend"), call("PUT", "/items/a")]
+        await asyncio.sleep(0)
+        assert middleware.in_flight == 2 and sample("r2end_in_flight_requests") == 2
+        refused, sent, reads = call("POST", "/recommend/batch")
+        await refused
+        start, body = sent
+        assert start["status"] == 503 and dict(start["headers"])[b"retry-after"] == b"3"
+        [detail] = json.loads(body["body"])["detail"]
+        assert detail["type"] == "overloaded" and "R2END_MAX_INFLIGHT" in detail["msg"] and detail["loc"] == []
+        assert reads() == 0 and entered == ["/recommend", "/items/a"]  # refused from method and path alone
+        cheap = [call("GET", "/healthz"), call("GET", "/items/a"), call("POST", "/admin/reload")]
+        await asyncio.sleep(0)
+        assert entered[2:] == ["/healthz", "/items/a", "/admin/reload"] and middleware.in_flight == 2  # never counted
+        release.set()
+        await asyncio.gather(*(task for task, _s, _r in held + cheap))
+        assert middleware.in_flight == 0 and sample("r2end_in_flight_requests") == 0
+        assert sample("r2end_errors_total", {"reason": "overloaded"}) == 1
+        after, sent, _ = call("POST", "/recommend")
+        await after
+        assert sent[0]["status"] == 200
+
+    asyncio.run(scenario())
+
+
+def hold(port: int, path: str = "/recommend") -> socket.socket:
+    """A request whose headers arrive but whose body never does: admitted, then in flight until closed."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n".encode())
+    return sock
+
+
+def in_flight(http: httpx.Client) -> float:
+    return metric_sum(parse_metrics(http.get("/metrics").text), "r2end_in_flight_requests")
+
+
+@pytest.mark.slow
+def test_a_burst_beyond_the_limit_gets_503_while_health_answers(make_service):
+    server = make_service(max_inflight=2, retry_after_seconds=4)
+    body = {"history": [{"item_id": "1", "timestamp": 881250949}], "k": 3}
+    with server.client() as http:
+        held = [hold(server.port), hold(server.port, "/recommend/batch")]
+        try:
+            for _ in range(300):  # wait until the server has admitted both (no timing is asserted)
+                if in_flight(http) == 2:
+                    break
+                threading.Event().wait(0.05)
+            assert in_flight(http) == 2
+            barrier = threading.Barrier(8)
+
+            def one(_):
+                with httpx.Client(base_url=server.url, timeout=60) as client:
+                    barrier.wait(timeout=30)
+                    return client.post("/recommend", json=body)
+
+            with ThreadPoolExecutor(8) as pool:
+                burst = list(pool.map(one, range(8)))
+            for response in burst:
+                assert response.status_code == 503, response.text
+                assert response.headers["retry-after"] == "4"
+                [detail] = assert_error_shape(response)
+                assert detail["type"] == "overloaded"
+            assert http.put("/items/x", json={"title": "X"}).status_code == 503  # writes encode too: refused before the credential check
+            for path in ("/healthz", "/readyz", "/metrics", "/items/1", "/openapi.json"):
+                assert http.get(path).status_code == 200, path
+            metrics = parse_metrics(http.get("/metrics").text)
+            assert metric_sum(metrics, "r2end_errors_total", reason="overloaded") == 9
+        finally:
+            for sock in held:
+                sock.close()
+        for _ in range(300):  # the withheld requests end when their clients go away
+            if in_flight(http) == 0:
+                break
+            threading.Event().wait(0.05)
+        assert in_flight(http) == 0
+        assert http.post("/recommend", json=body).status_code == 200
