@@ -1,6 +1,7 @@
 """Write the load generator's traffic data: test-user histories of a dataset as a small JSON file.
 
     python loadtest/make_histories.py --dataset ml-100k --out $R2END_HOME/loadtest/histories.json
+    python loadtest/make_histories.py --dataset mydata    # a dataset added with `r2end data add mydata ...`
     python loadtest/make_histories.py --format recbole --path tests/fixtures/recbole/movies --k 2 --out h.json
 
 Each history is the test example's history (``ds.example(u, "test")[0]``: every event but the
@@ -40,14 +41,14 @@ def collect(ds, max_users: int = DEFAULT_MAX_USERS, seed: int = 0) -> TrafficDat
     return TrafficData(dataset=ds.name, histories=histories, item_ids=ds.catalog.ids, categories=categories)
 
 
-def load(dataset: str | None, fmt: str | None, path: Path | None, k: int):
+def load(dataset: str | None, fmt: str | None, path: Path | None, k: int | None = None):
     """The prepared dataset, exactly as training prepares it (same k-core, same split)."""
     from training.data.registry import load_dataset
 
     return load_dataset(dataset, fmt=fmt, path=path, k=k)
 
 
-def dataset_histories(dataset: str, path: Path, k: int = 5) -> Path:
+def dataset_histories(dataset: str, path: Path, k: int | None = None) -> Path:
     """Write the test histories of a named dataset (as training prepares it) to ``path``; the benchmarks' default traffic."""
     collect(load(dataset, None, None, k)).save(path)
     return path
@@ -55,10 +56,10 @@ def dataset_histories(dataset: str, path: Path, k: int = 5) -> Path:
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", help="named dataset (ml-100k, ml-1m)")
+    parser.add_argument("--dataset", help="named dataset (ml-100k, ml-1m) or one added with `r2end data add`")
     parser.add_argument("--format", dest="fmt", help="dataset format with --path (e.g. recbole)")
     parser.add_argument("--path", type=Path, help="dataset folder for --format")
-    parser.add_argument("--k", type=int, default=5, help="k-core, as in training (the tiny test bundle uses 2)")
+    parser.add_argument("--k", type=int, default=None, help="k-core, as in training (default: an added dataset's own, else 5; the tiny test bundle uses 2)")
     parser.add_argument("--max-users", type=int, default=DEFAULT_MAX_USERS, help="sample at most this many test users")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_HISTORIES)

@@ -32,7 +32,7 @@ QUIET_ENVIRONMENT = {
 }
 """Read by those libraries when they are imported, i.e. after the CLI has set them (heavy imports are lazy)."""
 
-DatasetArg = Annotated[str, typer.Argument(help="named dataset (ml-100k, ml-1m) or a name for --format/--path data")]
+DatasetArg = Annotated[str, typer.Argument(help="dataset: ml-100k, ml-1m or one added with `r2end data add` (or a name for --format/--path data)")]
 FormatOpt = Annotated[
     Optional[str], typer.Option("--format", help="raw format: recbole, ml-100k, ml-1m, ml-latest, amazon-2014, amazon-2018, yelp")
 ]

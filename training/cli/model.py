@@ -14,7 +14,7 @@ from training.cli.common import DatasetArg, FormatOpt, PathOpt, SetOpt, build_co
 app = typer.Typer()
 log = logging.getLogger(__name__)
 
-DatasetOpt = Annotated[str, typer.Option(help="dataset name")]
+DatasetOpt = Annotated[str, typer.Option(help="dataset: ml-100k, ml-1m or one added with `r2end data add`")]
 VariantOpt = Annotated[str, typer.Option(help="name of this configuration in results and bundles")]
 BundleOutOpt = Annotated[Optional[Path], typer.Option(help="bundle output folder (default $R2END_HOME/bundles/<dataset>/<variant>)")]
 TeacherDirOpt = Annotated[Optional[Path], typer.Option(help="teacher data folder (default: the repo's data/teacher)")]
@@ -73,7 +73,7 @@ def baseline(
 ) -> None:
     """Train (if needed) and evaluate a baseline; writes docs/results/<dataset>/<name>.json."""
     from training import baselines
-    from training.paths import results_dir
+    from training.evaluation.report import results_root
 
     if name not in baselines.BASELINES:
         fail(f"unknown baseline {name!r}; known: {', '.join(baselines.BASELINES)}")
@@ -98,7 +98,7 @@ def baseline(
         out = baselines.run_sasrec(
             ds, grid, overrides, not no_mask,
             on_epoch=lambda label, e: log.info("%s %s", label, e),
-            curve_path=results_dir() / ds.name / "sasrec-ce-curves.png",
+            curve_path=results_root(ds.name) / ds.name / "sasrec-ce-curves.png",
             cold_share=cold_start,
             only=subset or None,
         )
@@ -227,7 +227,8 @@ def align(
     data_dir: TeacherDirOpt = None,
 ) -> None:
     """Alignment of student and teacher embeddings before/after distillation (paper Fig. 4/7)."""
-    from training.paths import REPO_ROOT, results_dir
+    from training.evaluation.report import results_root
+    from training.paths import REPO_ROOT, is_user_dataset
     from training.provenance import stamp
     from training.r2end.alignment import alignment_analysis, plot_alignment
     from training.r2end.config import R2ENDConfig
@@ -235,10 +236,10 @@ def align(
     ds = load_dataset(dataset)
     result = alignment_analysis(R2ENDConfig(dataset=dataset), ds, held_out, data_dir)
     result.update(stamp())
-    out = results_dir() / dataset / "analysis" / "alignment.json"  # beside, not among, the result files
+    out = results_root(dataset) / dataset / "analysis" / "alignment.json"  # beside, not among, the result files
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result) + "\n")
-    png = REPO_ROOT / "docs" / f"alignment-{dataset}.png"
+    png = out.with_suffix(".png") if is_user_dataset(dataset) else REPO_ROOT / "docs" / f"alignment-{dataset}.png"
     plot_alignment(result, png, dataset)
     console.print(f"cosine {result['before']['cosine_mean']:.4f} -> {result['after']['cosine_mean']:.4f}; "
                   f"L2 {result['before']['l2_mean']:.4f} -> {result['after']['l2_mean']:.4f}; wrote {out} and {png}")
@@ -253,8 +254,19 @@ def bench(ctx: typer.Context) -> None:
 
 
 @app.command("report")
-def report() -> None:
-    """Regenerate the tables of docs/RESULTS.md from docs/results/*/*.json."""
+def report(
+    dataset: Annotated[Optional[str], typer.Option(help="a dataset added with `r2end data add`: its own results table")] = None,
+) -> None:
+    """Regenerate the tables of docs/RESULTS.md from docs/results/*/*.json (or, with --dataset, one added dataset's table)."""
+    if dataset is not None:
+        from training.evaluation.report import load_results, results_root, write_table
+
+        if not load_results(dataset, results_root(dataset)):
+            fail(f"no results of {dataset} in {results_root(dataset) / dataset}: run `r2end train --dataset {dataset}` first")
+        path = write_table(dataset, results_root(dataset))
+        console.print(path.read_text(), markup=False, highlight=False, soft_wrap=True)
+        console.print(f"wrote {path}")
+        return
     from training.evaluation.summary import write_results_md
 
     console.print(f"wrote {write_results_md()}")

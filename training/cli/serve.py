@@ -25,12 +25,23 @@ def configure(verbose: bool) -> None:
 @app.command("serve")
 def serve(
     bundle: Annotated[Optional[Path], typer.Option(help="bundle folder (or R2END_BUNDLE_PATH)")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="instead of --bundle: the bundle `r2end train --dataset` exported")] = None,
+    variant: Annotated[str, typer.Option(help="with --dataset: the variant trained (r2end train --variant)")] = "r2end",
     host: Annotated[Optional[str], typer.Option(help="bind address (or R2END_HOST)")] = None,
     port: Annotated[Optional[int], typer.Option(help="port (or R2END_PORT)")] = None,
 ) -> None:
     """Serve a bundle over HTTP (FastAPI + ONNX Runtime + FAISS; no torch)."""
     from service.main import run
 
+    if dataset is not None:
+        from training.cli.common import fail
+        from training.paths import bundles_dir
+
+        if bundle is not None:
+            fail("give --bundle or --dataset, not both")
+        bundle = bundles_dir() / dataset / variant
+        if not bundle.is_dir():
+            fail(f"{bundle}: no bundle; run `r2end train --dataset {dataset} --variant {variant}` first")
     for name, value in (("BUNDLE_PATH", bundle), ("HOST", host), ("PORT", port)):
         if value is not None:
             os.environ[f"R2END_{name}"] = str(value)

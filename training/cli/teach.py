@@ -59,7 +59,7 @@ def teach_run(
     from training.teacher.tasks import build_tasks
 
     ds = load_dataset(dataset, fmt, path)
-    folder = data_dir or teacher_data_dir()
+    folder = data_dir or teacher_data_dir(ds.name)
     backend = _backend(model, endpoint, api_key, concurrency, parallel, threads)
 
     async def go() -> None:
@@ -91,7 +91,7 @@ def teach_status(
     from training.teacher.tasks import KINDS, build_tasks
 
     ds = load_dataset(dataset, fmt, path)
-    folder = data_dir or teacher_data_dir()
+    folder = data_dir or teacher_data_dir(ds.name)
     table = Table(title=f"teacher data for {ds.name} ({model}) in {folder / ds.name}")
     for column in ("kind", "done/total", "ok", "flagged", "stale", "prompt tok/s", "gen tok/s", "s/record", "ETA"):
         table.add_column(column, justify="right")
@@ -116,7 +116,7 @@ def teach_compact(dataset: str, data_dir: DataDirOpt = None) -> None:
     from training.paths import teacher_data_dir
     from training.teacher.cache import TeacherCache
 
-    for path in sorted(((data_dir or teacher_data_dir()) / dataset).glob("*.jsonl")):
+    for path in sorted(((data_dir or teacher_data_dir(dataset)) / dataset).glob("*.jsonl")):
         console.print(f"{path}: {TeacherCache(path).compact()} records")
 
 
@@ -146,7 +146,7 @@ def teach_run_ray(
     from training.teacher.tasks import build_tasks
 
     ds = load_dataset(dataset, fmt, path)
-    folder = data_dir or teacher_data_dir()
+    folder = data_dir or teacher_data_dir(ds.name)
     settings = RaySettings(
         endpoint=endpoint, model=model, api_key=api_key or os.environ.get("R2END_TEACHER_API_KEY"),
         actors=actors, requests_per_actor=requests_per_actor,

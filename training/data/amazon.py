@@ -71,6 +71,7 @@ def _read_reviews(path: Path, dataset: RawDataset) -> list[Interaction]:
                 timestamp=timestamp,
                 rating=as_float(rating, "overall", path, line_no) if rating is not None else None,
                 review=clean_text(text, MAX_REVIEW_CHARS) or None,
+                line=line_no,
             )
         )
     return interactions
@@ -106,7 +107,8 @@ def _item_from_meta(record: dict[str, Any], path: Path, line_no: int, dataset: R
 
 
 def _load(reviews_path: Path, meta_path: Path, layout: str, name: str) -> RawDataset:
-    dataset = RawDataset(name=name, items={}, interactions=[])
+    dataset = RawDataset(name=name, items={}, interactions=[], interactions_file=str(reviews_path), items_file=str(meta_path),
+                         user_field="reviewerID", item_field="asin")
     dataset.interactions = _read_reviews(reviews_path, dataset)
     for line_no, record in iter_json_records(meta_path, python_literal=(layout == "2014")):
         item = _item_from_meta(record, meta_path, line_no, dataset, layout)

@@ -6,6 +6,7 @@ import ast
 import gzip
 import html
 import json
+import math
 import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -72,11 +73,14 @@ def as_int(value: Any, field_name: str, path: Path, line_no: int) -> int:
 
 
 def as_float(value: Any, field_name: str, path: Path, line_no: int) -> float:
-    """Parse a float or raise naming the field."""
+    """Parse a finite float (``nan`` and ``inf`` are refused: a rating must compare) or raise naming the field."""
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise DataFormatError(path, line_no, field_name, f"not a number: {value!r}") from None
+    if not math.isfinite(number):
+        raise DataFormatError(path, line_no, field_name, f"not a finite number: {value!r}")
+    return number
 
 
 class _TextExtractor(HTMLParser):

@@ -45,6 +45,7 @@ def _interaction(path: Path, line_no: int, row: dict[str, str], user: str, item:
         item_id=row[item].strip(),
         timestamp=as_int(row[ts], ts, path, line_no),
         rating=as_float(row[rating], rating, path, line_no),
+        line=line_no,
     )
 
 
@@ -63,7 +64,7 @@ def load_ml100k(directory: Path) -> RawDataset:
         title, year = split_title_year(row["title"])
         genres = tuple(g for g in ML100K_GENRES if row[g].strip() == "1")
         items[row["movie_id"]] = ItemMeta(item_id=row["movie_id"], title=title, year=year, categories=genres)
-    return RawDataset("ml-100k", items, interactions)
+    return RawDataset("ml-100k", items, interactions, interactions_file=str(data_path), items_file=str(item_path))
 
 
 def load_ml1m(directory: Path) -> RawDataset:
@@ -79,12 +80,13 @@ def load_ml1m(directory: Path) -> RawDataset:
         row = _split(movies_path, n, line, "::", ("movie_id", "title", "genres"))
         title, year = split_title_year(row["title"])
         items[row["movie_id"]] = ItemMeta(row["movie_id"], title, tuple(row["genres"].split("|")), year=year)
-    return RawDataset("ml-1m", items, interactions)
+    return RawDataset("ml-1m", items, interactions, interactions_file=str(ratings_path), items_file=str(movies_path),
+                      item_field="movie_id")
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     require_file(path)
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open(path, encoding="utf-8-sig", newline="") as handle:  # -sig: a spreadsheet's byte-order mark is not part of the header
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         for name in required:
@@ -113,4 +115,5 @@ def load_ml_latest(directory: Path, name: str = "ml-latest") -> RawDataset:
         title, year = split_title_year(row["title"])
         genres = tuple(g for g in row["genres"].split("|") if g and g != "(no genres listed)")
         items[row["movieId"]] = ItemMeta(row["movieId"], title, genres, year=year)
-    return RawDataset(name, items, interactions)
+    return RawDataset(name, items, interactions, interactions_file=str(ratings_path), items_file=str(movies_path),
+                      user_field="userId", item_field="movieId")

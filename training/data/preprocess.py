@@ -12,6 +12,11 @@ from index.catalog import Catalog, ItemMeta
 from index.verbalize import HistoryEvent, Verbaliser
 from training.data.schema import Interaction, RawDataset
 
+DEFAULT_K = 5
+"""The k-core every dataset gets unless its ``r2end data add --k`` says otherwise (the paper's 5-core)."""
+MIN_SEQUENCE = 3
+"""Events a user needs for leave-one-out: at least one to train on, a validation and a test target."""
+
 
 def natural_key(value: str) -> tuple[int, int | str]:
     """Sort numeric ids numerically and the rest as strings, deterministically."""
@@ -117,7 +122,7 @@ def deduplicate(interactions: list[Interaction]) -> tuple[list[Interaction], int
     return kept, len(interactions) - len(kept)
 
 
-def prepare(raw: RawDataset, k: int = 5, min_sequence: int = 3) -> PreparedDataset:
+def prepare(raw: RawDataset, k: int = DEFAULT_K, min_sequence: int = MIN_SEQUENCE) -> PreparedDataset:
     """Deduplicate, k-core, sort each user's events by time (ties keep file order) and index them."""
     report = {f"loader dropped: {reason}": n for reason, n in raw.dropped.items()}
     report.update({f"loader note: {what}": n for what, n in raw.notes.items()})

@@ -60,11 +60,12 @@ def load_recbole(directory: Path, name: str | None = None) -> RawDataset:
                 item_id=row["item_id"],
                 timestamp=as_int(row["timestamp"], "timestamp", inter_path, line_no),
                 rating=as_float(row["rating"], "rating", inter_path, line_no) if row.get("rating") else None,
+                line=line_no,
             )
         )
-    dataset = RawDataset(name=name, items={}, interactions=interactions)
-    items = dataset.items
     item_path = directory / f"{name}.item"
+    dataset = RawDataset(name=name, items={}, interactions=interactions, interactions_file=str(inter_path), items_file=str(item_path))
+    items = dataset.items
     if item_path.exists():
         names, rows = _read_table(item_path, ("item_id",))
         for line_no, values in rows:

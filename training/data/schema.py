@@ -22,13 +22,18 @@ class DataFormatError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Interaction:
-    """One timestamped user-item event. ``review`` is kept where the source has text."""
+    """One timestamped user-item event. ``review`` is kept where the source has text.
+
+    ``line`` is the event's 1-based line in the loader's interactions file (0 = unknown), so
+    that a problem found later (an item without metadata) can still name where it came from.
+    """
 
     user_id: str
     item_id: str
     timestamp: int
     rating: float | None = None
     review: str | None = None
+    line: int = field(default=0, compare=False)
 
 
 @dataclass
@@ -38,6 +43,8 @@ class RawDataset:
     ``dropped`` counts rows the loader skipped on purpose, by reason (for example
     exact duplicate reviews); a loader never drops a row without counting it.
     ``notes`` counts rows kept but patched (missing title, HTML stripped, ...).
+    ``interactions_file`` / ``items_file`` and the id fields name the source for messages
+    about the data as a whole (see :mod:`training.data.checks`).
     """
 
     name: str
@@ -45,6 +52,10 @@ class RawDataset:
     interactions: list[Interaction]
     dropped: dict[str, int] = field(default_factory=dict)
     notes: dict[str, int] = field(default_factory=dict)
+    interactions_file: str = ""
+    items_file: str = ""
+    user_field: str = "user_id"
+    item_field: str = "item_id"
 
     def count_drop(self, reason: str, n: int = 1) -> None:
         """Record ``n`` rows skipped for ``reason``."""

@@ -27,8 +27,9 @@ def _timestamp(value: str, path: Path, line_no: int) -> int:
 
 def load_yelp(directory: Path) -> RawDataset:
     """Reviews become interactions (review text kept); businesses become items."""
-    dataset = RawDataset(name="yelp", items={}, interactions=[])
-    review_path = directory / REVIEW_FILE
+    review_path, business_path = directory / REVIEW_FILE, directory / BUSINESS_FILE
+    dataset = RawDataset(name="yelp", items={}, interactions=[], interactions_file=str(review_path), items_file=str(business_path),
+                         item_field="business_id")
     seen_reviews: set[str] = set()
     for line_no, record in iter_json_records(review_path):
         review_id = str(required(record, "review_id", review_path, line_no))
@@ -44,9 +45,9 @@ def load_yelp(directory: Path) -> RawDataset:
                 timestamp=_timestamp(required(record, "date", review_path, line_no), review_path, line_no),
                 rating=as_float(stars, "stars", review_path, line_no) if stars is not None else None,
                 review=clean_text(record.get("text"), MAX_REVIEW_CHARS) or None,
+                line=line_no,
             )
         )
-    business_path = directory / BUSINESS_FILE
     for line_no, record in iter_json_records(business_path):
         business_id = str(required(record, "business_id", business_path, line_no))
         name = clean_text(record.get("name"))

@@ -8,10 +8,15 @@ from typing import Any
 
 from training.data.preprocess import PreparedDataset
 from training.evaluation.evaluator import EvalResult
-from training.paths import results_dir
+from training.paths import is_user_dataset, results_dir, user_results_dir
 from training.provenance import stamp
 
 TABLE_COLUMNS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "tail_HR@10", "tail_NDCG@10", "coverage@10")
+
+
+def results_root(dataset: str) -> Path:
+    """Where results of ``dataset`` go by default: docs/results/, or $R2END_HOME/results for one added with `r2end data add`."""
+    return user_results_dir() if is_user_dataset(dataset) else results_dir()
 
 
 def write_result(
@@ -26,7 +31,7 @@ def write_result(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``<out>/<dataset>/<model>.json`` and refresh ``<out>/<dataset>.md``."""
-    out_dir = out_dir or results_dir()
+    out_dir = out_dir or results_root(ds.name)
     folder = out_dir / ds.name
     folder.mkdir(parents=True, exist_ok=True)
     record = {
@@ -57,13 +62,13 @@ def write_result(
 
 def load_results(dataset: str, out_dir: Path | None = None) -> list[dict[str, Any]]:
     """All result records of a dataset."""
-    folder = (out_dir or results_dir()) / dataset
+    folder = (out_dir or results_root(dataset)) / dataset
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
 def write_table(dataset: str, out_dir: Path | None = None) -> Path:
     """Markdown table of every result of a dataset, each row with its command and commit."""
-    out_dir = out_dir or results_dir()
+    out_dir = out_dir or results_root(dataset)
     records = sorted(load_results(dataset, out_dir), key=lambda r: -r["test"].get("NDCG@10", 0.0))
     lines = [
         f"# Results on {dataset}",

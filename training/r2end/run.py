@@ -13,14 +13,14 @@ import numpy as np
 from training.data.preprocess import PreparedDataset
 from training.evaluation.evaluator import evaluate
 from training.evaluation.report import write_result
-from training.paths import home, results_dir, runs_dir
+from training.paths import bundles_dir, runs_dir
 from training.r2end.config import ABLATIONS, R2ENDConfig
 from training.r2end.pipeline import TrainedR2END, train_r2end
 
 
 def bundle_dir(dataset: str, variant: str) -> Path:
     """Default bundle location: ``$R2END_HOME/bundles/<dataset>/<variant>``."""
-    return home() / "bundles" / dataset / variant
+    return bundles_dir() / dataset / variant
 
 
 def run_dir(dataset: str, variant: str) -> Path:
@@ -116,7 +116,7 @@ def train_and_report(
     if scratch is not None:
         scratch.cleanup()
         summary.pop("bundle", None)
-    out_dir = results_dir() if complete else runs_dir() / "partial-results"
+    out_dir = None if complete else runs_dir() / "partial-results"  # None: write_result's default (results_root)
     notes = f"teacher data: {account}" + ("" if complete else " — PARTIAL, not a final result")
     path = write_result(ds, config.variant, test, config=config.model_dump(), valid=valid,
                         training_log=base.report.get("projection_log", []) + getattr(model, "log", []),
