@@ -12,7 +12,7 @@ In one run, for each precision asked for (fp32 and/or int8 user graph):
    the same verbalised histories as ``POST /embeddings`` at the same concurrency levels.
 
 The requests are the test users' histories of the bundle's dataset (943 for ML-100K), each
-capped to the service's default history limit; r2end gets the events, raw ONNX and infinity the
+capped to its last 200 events (as the load test sends); r2end gets the events, raw ONNX and infinity the
 text r2end verbalises from them (the bundle's own verbaliser). One table puts r2end,
 raw ONNX and infinity side by side, with the ratios and whether each goal is met:
 
@@ -108,7 +108,7 @@ def histories_path(args: argparse.Namespace, dataset: str, workdir: Path) -> Pat
 
 
 def requests_of(data: TrafficData, catalog: Catalog, manifest: B.Manifest) -> tuple[list[bytes], list[str]]:
-    """Per test history (capped to the service's default limit; unknown items dropped): the /recommend body and
+    """Per test history (its last DEFAULT_MAX_HISTORY events, as the load test sends; unknown items dropped): the /recommend body and
     the text the service verbalises from it (the manifest's :class:`~index.verbalize.Verbaliser`, as ``ServingModel.history_text``)."""
     v = manifest.verbaliser
     bodies, texts = [], []
