@@ -12,6 +12,8 @@ Exported names (the Grafana dashboard and tests use these):
 * ``r2end_rejected_requests_total``: 503s because the batcher's queue was full (counter).
 * ``r2end_in_flight_requests``: expensive requests (``/recommend``, ``/recommend/batch``, ``PUT /items``)
   admitted and not yet answered (gauge); beyond ``R2END_MAX_INFLIGHT`` they are refused at the door.
+* ``r2end_user_cache_lookups_total{result}``: user-vector cache ``hit`` / ``miss`` (counter; only with
+  ``R2END_USER_CACHE_SIZE`` > 0).
 * ``r2end_errors_total{reason}``: every error answer by reason (counter), including ``overloaded``
   (refused at the door; these never reach the app, so ``http_requests_total`` does not count them).
 * ``r2end_reloads_total{outcome}``, ``r2end_bundle_info{bundle_version,variant}``,
@@ -50,6 +52,7 @@ class ServiceMetrics:
         )
         self.queue_pending = Gauge("r2end_queue_pending", "Encodes waiting in the batcher right now", registry=r)
         self.rejected = Counter("r2end_rejected_requests", "Requests refused with 503 because the queue was full", registry=r)
+        self.user_cache = Counter("r2end_user_cache_lookups", "User-vector cache lookups by result (hit/miss)", ["result"], registry=r)
         self.in_flight = Gauge("r2end_in_flight_requests", "Expensive requests admitted and not yet answered", registry=r)
         self.errors = Counter("r2end_errors", "Error answers by reason", ["reason"], registry=r)
         self.reloads = Counter("r2end_reloads", "Bundle loads by outcome", ["outcome"], registry=r)

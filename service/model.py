@@ -26,6 +26,7 @@ from index.onnx_encoder import OnnxTextEncoder
 from index.verbalize import HistoryEvent, item_document
 from service.live_catalog import LiveCatalog
 from service.settings import ServiceSettings
+from service.user_cache import UserVectorCache
 
 log = logging.getLogger(__name__)
 UNIT_NORM_TOLERANCE = 1e-3
@@ -43,7 +44,7 @@ class ServingModel:
     """Everything one bundle needs to answer requests; build with :meth:`load`."""
 
     def __init__(self, path: Path, manifest: B.Manifest, user_encoder: OnnxTextEncoder, item_encoder: OnnxTextEncoder,
-                 index: ItemIndex, catalog: Catalog, int8: bool, history_table: Any = None):
+                 index: ItemIndex, catalog: Catalog, int8: bool, history_table: Any = None, user_cache_size: int = 0):
         self.path = path
         self.manifest = manifest
         self.user_encoder = user_encoder
@@ -52,6 +53,8 @@ class ServingModel:
         self.catalog = LiveCatalog(catalog)
         self.int8 = int8
         self.history_table = history_table
+        self.user_cache = UserVectorCache(user_cache_size) if user_cache_size else None
+        """Text vectors z_u by history text (before any history tower); None when R2END_USER_CACHE_SIZE is 0."""
         self._lock = threading.Lock()
         self.loaded_at = time.time()
 
@@ -83,7 +86,7 @@ class ServingModel:
         history = None
         if manifest.history_tower is not None:
             history = _history_tower(path / manifest.history_tower.file, manifest.history_tower, settings.onnx_threads)
-        return cls(path, manifest, user, item, index, catalog, settings.use_int8, history)
+        return cls(path, manifest, user, item, index, catalog, settings.use_int8, history, settings.user_cache_size)
 
     # ---- user side ---------------------------------------------------------------------------
     def get(self, item_id: str) -> ItemMeta | None:

@@ -35,6 +35,7 @@ class Query:
     """Catalogue rows of the known history items, oldest first (used by an R2END+CF history tower)."""
     history_used: int | None = None
     """How many of the most recent history events the model reads (None for a free-text history)."""
+    include_metadata: bool = True
 
 
 def build_query(request: RecommendRequest, model: ServingModel, settings: ServiceSettings, loc: Loc = ("body",)) -> Query:
@@ -51,7 +52,7 @@ def build_query(request: RecommendRequest, model: ServingModel, settings: Servic
                 loc + ("history_text",),
                 "history_too_long",
             )
-        return Query(request.history_text, k, frozenset(), ())
+        return Query(request.history_text, k, frozenset(), (), include_metadata=request.include_metadata)
     history = request.history or []
     limit = settings.history_limit
     if len(history) > limit:
@@ -66,7 +67,7 @@ def build_query(request: RecommendRequest, model: ServingModel, settings: Servic
     text = model.history_text(events, items)
     exclude = frozenset(items) if request.exclude_seen else frozenset()
     rows = tuple(row for event in events if (row := model.catalog.row(event.item_id)) is not None)
-    return Query(text, k, exclude, unknown, rows, model.events_read(events, rows))
+    return Query(text, k, exclude, unknown, rows, model.events_read(events, rows), request.include_metadata)
 
 
 def first_occurrences(events: Sequence[HistoryEvent]) -> list[HistoryEvent]:

@@ -68,6 +68,9 @@ class RecommendRequest(BaseModel):
     )
     k: int | None = Field(None, ge=1, description="how many items to return (1..R2END_MAX_K; default R2END_DEFAULT_K)")
     exclude_seen: bool = Field(True, description="leave the history's items out of the results")
+    include_metadata: bool = Field(
+        True, description="each item with its metadata (title, categories, ...); false: only item_id and score (a smaller answer)"
+    )
 
     @field_validator("history", mode="after")
     @classmethod
@@ -115,7 +118,10 @@ class BatchRecommendRequest(BaseModel):
 
 
 class ItemOut(BaseModel):
-    """A catalogue item with its metadata (and its score in recommendations)."""
+    """A catalogue item with its metadata (and its score in recommendations).
+
+    In a recommendation asked for with ``include_metadata: false`` only ``item_id`` and ``score`` are sent.
+    """
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -125,7 +131,7 @@ class ItemOut(BaseModel):
 
     item_id: str
     score: float | None = None
-    title: str
+    title: str | None = None
     categories: list[str] = []
     brand: str | None = None
     year: int | None = None

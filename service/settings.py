@@ -60,6 +60,7 @@ class ServiceSettings(BaseSettings):
     write_token: str | None = Field(None, description="Bearer token for PUT/DELETE /items/{id}; catalogue writes answer 403 while unset")
     item_log_path: Path | None = Field(None, description="durable log of live item changes; default <bundle_path>.items.jsonl")
     warmup: bool = Field(True, description="run a few encodes of several lengths before /readyz turns 200")
+    user_cache_size: int = Field(0, ge=0, description="user vectors cached per loaded bundle, keyed by the history text (LRU); 0 = off")
 
     @property
     def inflight_limit(self) -> int:
