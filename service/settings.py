@@ -68,9 +68,9 @@ class ServiceSettings(BaseSettings):
 
         A /recommend is one encode, so with this many in flight the batcher's queue is never the one
         to refuse it (no request is parsed only to be turned away), and every admitted request finds
-        a place in a batch. More would only wait on the event loop instead of in the queue; fewer
-        would leave batches short. The queue size is thus the one knob for the longest wait: about
-        (queue_size + max_batch_size) / throughput.
+        a place in a batch. More would admit requests that are parsed only to find the queue full.
+        The queue size is thus the one knob for the longest wait: about (queue_size +
+        max_batch_size) / throughput.
         """
         return self.max_inflight if self.max_inflight is not None else self.queue_size + self.max_batch_size
 
