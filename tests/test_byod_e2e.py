@@ -101,6 +101,16 @@ def add_and_train(fmt: str, tiny_encoder: Path) -> tuple[str, Path, dict]:
     return TRAINED[fmt]
 
 
+def wait_ready(is_ready) -> None:
+    """Poll ``is_ready()`` until True; the machine may be busy, so the limit is R2END_TEST_STARTUP_TIMEOUT (default 120 s)."""
+    import time
+
+    deadline = time.monotonic() + float(os.environ.get("R2END_TEST_STARTUP_TIMEOUT", 120))
+    while not is_ready():
+        assert time.monotonic() < deadline, "the service did not become ready"
+        time.sleep(0.2)  # poll interval, not synchronisation
+
+
 def a_test_history(ds) -> list[dict]:
     history, _target = ds.example(0, "test")
     return [{"item_id": ds.catalog.at(row).item_id, "timestamp": ts} for row, ts in history]
@@ -142,6 +152,7 @@ def test_raw_files_to_a_served_bundle(fmt, home, tiny_encoder):
     events = a_test_history(ds)
     settings = ServiceSettings(bundle_path=bundle, item_log_path=home / f"{name}.items.jsonl", onnx_threads=1, warmup=False)
     with TestClient(create_app(settings)) as client:
+        wait_ready(lambda: client.get("/readyz").status_code == 200)  # the bundle loads in the background
         answer = client.post("/recommend", json={"history": events, "k": 5})
     assert answer.status_code == 200, answer.text
     assert answer.json()["bundle_version"] == manifest.bundle_version
@@ -152,7 +163,6 @@ def test_serve_and_report_take_the_dataset_name(home, tiny_encoder, tmp_path):
     """`r2end serve --dataset NAME --variant V` (a real server process) and `r2end report --dataset NAME`."""
     import subprocess
     import sys
-    import time
 
     import httpx
 
@@ -168,14 +178,14 @@ def test_serve_and_report_take_the_dataset_name(home, tiny_encoder, tmp_path):
     with open(tmp_path / "server.log", "wb") as log:
         server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + float(os.environ.get("R2END_TEST_STARTUP_TIMEOUT", 120))
-            ready = False
-            while time.monotonic() < deadline and server.poll() is None and not ready:
+            def ready() -> bool:
+                assert server.poll() is None, (tmp_path / "server.log").read_text()
                 try:
-                    ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+                    return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
                 except httpx.TransportError:
-                    time.sleep(0.2)  # poll interval, not synchronisation
-            assert ready, (tmp_path / "server.log").read_text()
+                    return False
+
+            wait_ready(ready)
             ds = load_dataset(name)
             events = a_test_history(ds)
             answer = httpx.post(f"http://127.0.0.1:{port}/recommend", json={"history": events, "k": 3}, timeout=30)
