@@ -238,3 +238,21 @@ class SASRec:
         batch = _left_pad([[row for row, _ in h] for h in histories], self.config.max_len).to(self.config.device)
         hidden = self.net(batch)[:, -1, :]
         return self.net.item_logits(hidden).cpu().numpy()
+
+
+def load_net(path: str | Path, n_items: int, split_hash: str, held_out: np.ndarray | None = None) -> SASRecNet:
+    """The best weights of a checkpoint written by :meth:`SASRec.fit`, refused unless it was trained
+    on this split (and, with ``held_out``, with exactly these items kept out of its softmax)."""
+    state = torch.load(path, weights_only=False, map_location="cpu")
+    identity = state["identity"]
+    if identity["split"] != split_hash:
+        raise ValueError(f"{path}: SASRec checkpoint of another split ({identity['split'][:8]} != {split_hash[:8]})")
+    expected = np.flatnonzero(held_out).tolist() if held_out is not None and held_out.any() else None
+    if identity.get("held_out") != expected:
+        raise ValueError(f"{path}: SASRec checkpoint held out {len(identity.get('held_out') or [])} items, "
+                         f"this data holds out {len(expected or [])}")
+    config = SASRecConfig(**{**identity["config"], "threads": 1})
+    net = SASRecNet(n_items, config)
+    net.load_state_dict(state["best_state"] or state["net"])
+    net.eval()
+    return net

@@ -84,6 +84,15 @@ def train_and_report(
         model.name = config.variant
         exportable = replace(base, projection=model.head.projection, item_vectors=model.item_vectors)
         history_table, history_items, tower = model.history_table, cf_config.history_items, model.head.tower
+    if config.hybrid is not None:
+        if config.cf is not None:
+            raise ValueError(f"{config.variant}: choose R2END+CF (cf) or R2END-Hybrid (hybrid), not both")
+        if export_to is not None:
+            raise ValueError(f"{config.variant}: R2END-Hybrid bundles are not exported yet; evaluate it without --bundle")
+        from training.r2end.hybrid import HybridConfig, train_hybrid
+
+        model = train_hybrid(base, train_ds, HybridConfig(**config.hybrid), trainable)
+        model.name = config.variant
     summary: dict[str, Any] = {}
     if cold is None:
         from training.r2end.artifacts import save_run
@@ -138,6 +147,9 @@ def _add_cold_items(model: Any, ds: PreparedDataset, cold: np.ndarray, bundle_pa
     rows = np.flatnonzero(cold)
     vectors = np.concatenate([encoder.encode([item_document(None, ds.catalog.at(int(r))) for r in rows[i : i + 32]])
                               for i in range(0, len(rows), 32)])
+    if hasattr(model, "set_text_item_vectors"):  # R2END-Hybrid: item vectors are built from the text vectors
+        model.set_text_item_vectors(rows, vectors)
+        return
     model.item_vectors = model.item_vectors.copy()
     model.item_vectors[rows] = vectors
 

@@ -1,0 +1,79 @@
+"""R2END-Hybrid's algebra: the inner product is the per-user standardised sum it claims to be."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.r2end.hybrid import _covariance, apply_map, fit_text_to_sasrec, item_vectors, user_vectors
+
+
+def _parts(seed: int = 0, users: int = 7, items: int = 40, h: int = 6, d: int = 5):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(users, h)).astype(np.float32), rng.normal(size=(users, d)).astype(np.float32),
+            rng.normal(size=(items, h)).astype(np.float32), rng.normal(size=(items, d)).astype(np.float32))
+
+
+def test_warm_scores_are_the_standardised_sum_up_to_a_per_user_scale():
+    hidden, text, sas_items, text_items = _parts()
+    new = np.zeros(len(sas_items), dtype=bool)
+    mapping = fit_text_to_sasrec(text_items, sas_items, 1.0)
+    w = 0.3
+    scores = user_vectors(hidden, text, _covariance(sas_items), _covariance(text_items), w, 2.0) @ item_vectors(sas_items, text_items, new, mapping).T
+    s_sas, s_text = hidden @ sas_items.T, text @ text_items.T
+    sd_sas, sd_text = s_sas.std(1, ddof=1, keepdims=True), s_text.std(1, ddof=1, keepdims=True)
+    fused = (s_sas - s_sas.mean(1, keepdims=True)) / sd_sas + w * (s_text - s_text.mean(1, keepdims=True)) / sd_text
+    # score = sd_sas * (fused + per-user constant): the same ranking for every user
+    recovered = scores / sd_sas
+    np.testing.assert_allclose(recovered - recovered.mean(1, keepdims=True), fused - fused.mean(1, keepdims=True), rtol=1e-4, atol=1e-4)
+    assert (np.argsort(-scores, 1) == np.argsort(-fused, 1)).all()
+
+
+def test_weight_zero_is_sasrec_alone():
+    hidden, text, sas_items, text_items = _parts(1)
+    vectors = item_vectors(sas_items, text_items, np.zeros(len(sas_items), dtype=bool), fit_text_to_sasrec(text_items, sas_items, 1.0))
+    scores = user_vectors(hidden, text, _covariance(sas_items), _covariance(text_items), 0.0, 3.0) @ vectors.T
+    np.testing.assert_allclose(scores, hidden @ sas_items.T, rtol=1e-5, atol=1e-5)
+
+
+def test_new_items_use_the_mapped_embedding_plus_the_bias_in_spread_units():
+    hidden, text, sas_items, text_items = _parts(2)
+    new = np.zeros(len(sas_items), dtype=bool)
+    new[[3, 11]] = True
+    mapping = fit_text_to_sasrec(text_items[~new], sas_items[~new], 1.0)
+    cov_cf, cov_text = _covariance(sas_items[~new]), _covariance(text_items[~new])
+    b, w = 1.5, 0.2
+    vectors = item_vectors(sas_items, text_items, new, mapping)
+    assert (vectors[new, : sas_items.shape[1]] != sas_items[new]).all()  # a new item's own SASRec row is never read
+    with_bias = user_vectors(hidden, text, cov_cf, cov_text, w, b) @ vectors.T
+    without = user_vectors(hidden, text, cov_cf, cov_text, w, 0.0) @ vectors.T
+    sd = np.sqrt(np.einsum("ij,jk,ik->i", hidden, cov_cf, hidden))
+    np.testing.assert_allclose((with_bias - without)[:, new], b * np.repeat(sd[:, None], 2, 1), rtol=1e-4)
+    np.testing.assert_allclose((with_bias - without)[:, ~new], 0.0, atol=1e-5)
+
+
+def test_the_text_to_sasrec_map_recovers_a_linear_relation():
+    rng = np.random.default_rng(3)
+    text = rng.normal(size=(200, 5))
+    true = rng.normal(size=(5, 4))
+    mapping = fit_text_to_sasrec(text.astype(np.float32), (text @ true + 0.5).astype(np.float32), ridge=1e-6)
+    np.testing.assert_allclose(apply_map(mapping, text.astype(np.float32)), text @ true + 0.5, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_another_split_or_other_held_out_items_is_refused(tmp_path):
+    import torch
+
+    from training.models.sasrec import SASRecConfig, SASRecNet, load_net
+
+    config = SASRecConfig(hidden=8, layers=1, heads=1, max_len=5)
+    net = SASRecNet(10, config)
+    torch.save({"identity": {"config": config.identity(), "split": "abc", "held_out": [2]}, "net": net.state_dict(), "best_state": None},
+               tmp_path / "c.pt")
+    held = np.zeros(10, dtype=bool)
+    held[2] = True
+    assert load_net(tmp_path / "c.pt", 10, "abc", held).items.weight.shape == (11, 8)
+    with pytest.raises(ValueError, match="another split"):
+        load_net(tmp_path / "c.pt", 10, "xyz", held)
+    with pytest.raises(ValueError, match="held out 1 items, this data holds out 0"):
+        load_net(tmp_path / "c.pt", 10, "abc", None)

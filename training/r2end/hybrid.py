@@ -1,0 +1,203 @@
+"""R2END-Hybrid: SASRec-CE's scores kept intact, the text path added in one inner product.
+
+The R2END+CF heads (:mod:`training.r2end.collaborative`) learn a collaborative term *inside*
+the text space, and on warm items none of them reaches SASRec-CE. This design starts from the
+other end: a trained SASRec-CE (the reference itself) and a trained text path, combined so
+that one FAISS inner-product search ranks by
+
+    score(u, i) = s_sas(u, i) / sd_u(s_sas) + w * s_text(u, i) / sd_u(s_text)     (warm items)
+    score(u, i) = (A z_i + a) . h_u / sd_u(s_sas) + w * s_text(u, i) / sd_u(s_text) + b   (new items)
+
+i.e. the per-user standardised sum of the two rankers (``w`` chosen on validation), where
+``sd_u`` is the spread of a user's scores over the warm catalogue. Both spreads have closed
+forms, ``sd_u(s_sas) = sqrt(h_u' C_E h_u)`` and ``sd_u(s_text) = sqrt(z_u' C_Z z_u)`` with the
+warm items' covariance matrices C_E (SASRec item embeddings) and C_Z (text item vectors), so
+the whole score is an inner product of
+
+    user      [ h_u ; w * sd(h_u) / sd(z_u) * z_u ; b * sd(h_u) ]
+    warm item [ E_i ; z_i ; 0 ]
+    new item  [ A z_i + a ; z_i ; 1 ]
+
+(multiplying a user's scores by ``sd(h_u)`` changes no ranking). A new item has no SASRec
+embedding: ``A``, ``a`` map its text vector to one (ridge regression fitted on warm items), and
+``b`` (in units of the user's SASRec score spread) calibrates how new items compete with warm
+ones. ``b`` is chosen on validation with *pseudo-new* items: a random share of warm items whose
+vectors are replaced by the new-item form, with ``A`` fitted without them (the cold-start
+protocol's validation has no held-out targets, by construction). Held-out items are in no
+input of any stage: SASRec's softmax excludes them (:func:`collaborative.sasrec_checkpoint`),
+its input leaves them out, and ``A`` and the covariances use warm rows only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from training.data.preprocess import PreparedDataset
+from training.evaluation.evaluator import evaluate
+from training.r2end.pipeline import TrainedR2END
+
+log = logging.getLogger(__name__)
+
+
+class HybridConfig(BaseModel):
+    """How the two rankers are combined; the grids are searched on validation only."""
+
+    sasrec_checkpoint: str = "auto"
+    """A SASRec-CE checkpoint of this split, or ``auto``: the tuned configuration trained (or reused) on this data."""
+    weights: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+    """Candidates for ``w``, the text path's weight in SASRec score-spread units."""
+    new_item_biases: tuple[float, ...] = (-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+    """Candidates for ``b``, new items' offset in units of the user's SASRec score spread."""
+    pseudo_new_share: float = 0.1
+    """Share of warm items treated as new when ``b`` is chosen (the cold-start protocol's share)."""
+    ridge: float = 1.0
+    seed: int = 22
+
+
+def _covariance(rows: np.ndarray) -> np.ndarray:
+    centred = rows - rows.mean(0, keepdims=True)
+    return (centred.T @ centred / max(len(rows) - 1, 1)).astype(np.float32)
+
+
+def fit_text_to_sasrec(text: np.ndarray, sasrec: np.ndarray, ridge: float) -> np.ndarray:
+    """Ridge regression ``[z, 1] -> E`` (the bias column unpenalised): a ``(D + 1, H)`` matrix."""
+    x = np.hstack([text, np.ones((len(text), 1), dtype=text.dtype)]).astype(np.float64)
+    penalty = ridge * np.eye(x.shape[1])
+    penalty[-1, -1] = 0.0
+    return np.linalg.solve(x.T @ x + penalty, x.T @ sasrec.astype(np.float64)).astype(np.float32)
+
+
+def apply_map(mapping: np.ndarray, text: np.ndarray) -> np.ndarray:
+    """Predicted SASRec embeddings of items from their text vectors."""
+    return text @ mapping[:-1] + mapping[-1]
+
+
+def item_vectors(sasrec_items: np.ndarray, text_items: np.ndarray, new: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    """``[E_i ; z_i ; 0]`` for warm rows, ``[A z_i + a ; z_i ; 1]`` for ``new`` rows."""
+    cf = np.where(new[:, None], apply_map(mapping, text_items), sasrec_items)
+    return np.hstack([cf, text_items, new[:, None].astype(np.float32)]).astype(np.float32)
+
+
+def user_vectors(hidden: np.ndarray, text: np.ndarray, cov_cf: np.ndarray, cov_text: np.ndarray, weight: float, bias: float) -> np.ndarray:
+    """``[h ; w sd(h)/sd(z) z ; b sd(h)]`` per user (see the module docstring)."""
+    sd_cf = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", hidden, cov_cf, hidden), 1e-12))
+    sd_text = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", text, cov_text, text), 1e-12))
+    return np.hstack([hidden, (weight * sd_cf / sd_text)[:, None] * text, (bias * sd_cf)[:, None]]).astype(np.float32)
+
+
+@dataclass
+class HybridModel:
+    """SASRec-CE + a text path as one inner-product model, a scorer for the evaluator."""
+
+    base: TrainedR2END
+    net: torch.nn.Module
+    config: HybridConfig
+    trained: np.ndarray
+    """Items SASRec learned (False: held out, or added later); their E rows are never read."""
+    text_items: np.ndarray
+    mapping: np.ndarray
+    cov_cf: np.ndarray
+    cov_text: np.ndarray
+    weight: float = 0.0
+    bias: float = 0.0
+    log: list[dict] = field(default_factory=list)
+    name: str = "r2end-hybrid"
+
+    @property
+    def sasrec_items(self) -> np.ndarray:
+        return self.net.items.weight[1:].detach().numpy()
+
+    @property
+    def item_vectors(self) -> np.ndarray:
+        return item_vectors(self.sasrec_items, self.text_items, ~self.trained, self.mapping)
+
+    def set_text_item_vectors(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+        """New text vectors for ``rows`` (e.g. held-out items embedded by the bundle's item graph)."""
+        self.text_items = self.text_items.copy()
+        self.text_items[rows] = vectors
+
+    @torch.no_grad()
+    def hidden(self, histories: Sequence[list[tuple[int, int]]]) -> np.ndarray:
+        """SASRec's last hidden state h_u; items it never learned are left out of its input (as the service does)."""
+        from training.models.sasrec import _left_pad
+
+        self.net.eval()
+        batch = _left_pad([[row for row, _ in h if self.trained[row]] for h in histories], self.net.config.max_len)
+        return self.net(batch)[:, -1, :].numpy()
+
+    def users(self, ds: PreparedDataset, histories: Sequence[list[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray]:
+        """(h_u, z_u) for histories."""
+        return self.hidden(histories), self.base.user_vectors(self.base.history_texts(ds, histories))
+
+    def score(self, ds: PreparedDataset, users: Sequence[int], histories: Sequence[list[tuple[int, int]]]) -> np.ndarray:
+        hidden, text = self.users(ds, histories)
+        return user_vectors(hidden, text, self.cov_cf, self.cov_text, self.weight, self.bias) @ self.item_vectors.T
+
+
+class _Fixed:
+    """Precomputed user parts, scored against a given item matrix (validation grids without re-encoding)."""
+
+    def __init__(self, name: str, parts: dict[int, tuple[np.ndarray, np.ndarray]], model: HybridModel, items: np.ndarray,
+                 weight: float, bias: float):
+        self.name, self.parts, self.model, self.items, self.weight, self.bias = name, parts, model, items, weight, bias
+
+    def score(self, ds, users, histories):  # noqa: ANN001 - the evaluator's Scorer protocol
+        hidden = np.stack([self.parts[u][0] for u in users])
+        text = np.stack([self.parts[u][1] for u in users])
+        return user_vectors(hidden, text, self.model.cov_cf, self.model.cov_text, self.weight, self.bias) @ self.items.T
+
+
+def _validation_parts(model: HybridModel, ds: PreparedDataset) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    users = [u for u in range(ds.n_users)]
+    histories = [ds.example(u, "valid")[0] for u in users]
+    parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for start in range(0, len(users), 256):
+        hidden, text = model.users(ds, histories[start : start + 256])
+        parts.update({u: (hidden[i], text[i]) for i, u in enumerate(users[start : start + 256])})
+    return parts
+
+
+def train_hybrid(base: TrainedR2END, ds: PreparedDataset, config: HybridConfig, trainable: np.ndarray | None = None) -> HybridModel:
+    """Combine a trained text path with SASRec-CE of the same data; ``w`` then ``b`` chosen on validation."""
+    from training.models.sasrec import load_net
+    from training.r2end.collaborative import sasrec_checkpoint
+
+    trained = np.ones(ds.n_items, dtype=bool) if trainable is None else trainable.copy()
+    path = sasrec_checkpoint(ds, ~trained) if config.sasrec_checkpoint == "auto" else config.sasrec_checkpoint
+    net = load_net(path, ds.n_items, ds.split_hash, ~trained)
+    sasrec_items = net.items.weight[1:].detach().numpy()
+    text_items = base.item_vectors.astype(np.float32)
+    model = HybridModel(base, net, config, trained, text_items, fit_text_to_sasrec(text_items[trained], sasrec_items[trained], config.ridge),
+                        _covariance(sasrec_items[trained]), _covariance(text_items[trained]), name=f"{base.name}-hybrid")
+    parts = _validation_parts(model, ds)
+    warm_items = model.item_vectors
+    for weight in config.weights:
+        ndcg = evaluate(_Fixed("hybrid", parts, model, warm_items, weight, 0.0), ds, "valid", keep_per_user=False).metrics["NDCG@10"]
+        model.log.append({"stage": "weight", "w": weight, "valid_NDCG@10": round(ndcg, 5)})
+        log.info("R2END-Hybrid: w=%s valid NDCG@10 %.4f", weight, ndcg)
+    model.weight = max((row for row in model.log if row["stage"] == "weight"), key=lambda row: row["valid_NDCG@10"])["w"]
+    rng = np.random.default_rng(config.seed)
+    warm_rows = np.flatnonzero(trained)
+    pseudo = np.zeros(ds.n_items, dtype=bool)
+    pseudo[rng.choice(warm_rows, size=max(1, int(round(config.pseudo_new_share * len(warm_rows)))), replace=False)] = True
+    fitted_on = trained & ~pseudo
+    pseudo_map = fit_text_to_sasrec(text_items[fitted_on], sasrec_items[fitted_on], config.ridge)
+    pseudo_items = item_vectors(sasrec_items, text_items, pseudo | ~trained, pseudo_map)
+    for bias in config.new_item_biases:
+        result = evaluate(_Fixed("hybrid", parts, model, pseudo_items, model.weight, bias), ds, "valid")
+        targets = np.array([pseudo[ds.example(u, "valid")[1]] for u in result.users])
+        hits = np.asarray(result.per_user["HR@10"])
+        entry = {"stage": "new-item bias", "b": bias, "valid_NDCG@10": round(result.metrics["NDCG@10"], 5),
+                 "pseudo_new_target_HR@10": round(float(hits[targets].mean()), 5) if targets.any() else None,
+                 "warm_target_HR@10": round(float(hits[~targets].mean()), 5)}
+        model.log.append(entry)
+        log.info("R2END-Hybrid: %s", entry)
+    model.bias = max((row for row in model.log if row["stage"] == "new-item bias"), key=lambda row: row["valid_NDCG@10"])["b"]
+    log.info("R2END-Hybrid: chose w=%s, b=%s on validation (%d pseudo-new items)", model.weight, model.bias, int(pseudo.sum()))
+    return model
