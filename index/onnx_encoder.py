@@ -23,8 +23,9 @@ class TextEncoder(Protocol):
         """Token ids per text (truncated to the model's length), not padded."""
         ...
 
-    def run(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
-        """One vector per token sequence (one model run for all of them)."""
+    def run(self, token_ids: Sequence[Sequence[int]], alone: bool = False) -> np.ndarray:
+        """One vector per token sequence (one model run for all of them); ``alone``: no other run is
+        in flight, so this one may use every core."""
         ...
 
 
@@ -40,39 +41,54 @@ def pad(token_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class OnnxTextEncoder:
-    """A bundle's tokenizer (truncating to ``max_length``) and one ONNX session; a :class:`TextEncoder`."""
+    """A bundle's tokenizer (truncating to ``max_length``) and its ONNX graph; a :class:`TextEncoder`.
 
-    def __init__(self, onnx_path: Path, tokenizer_path: Path, max_length: int = 256, threads: int | None = None):
-        import onnxruntime as ort
+    ``threads`` is the intra-op thread count of a run. Several runs may be in flight at once
+    (ONNX Runtime sessions are thread-safe), and on a few cores two one-thread runs of small
+    batches beat one two-thread run (docs/BENCHMARKS.md). ``alone_threads``, when it differs,
+    adds a second session of the same graph for runs that have the machine to themselves, so
+    that a lone request still gets every core.
+    """
+
+    def __init__(self, onnx_path: Path, tokenizer_path: Path, max_length: int = 256, threads: int | None = None,
+                 alone_threads: int | None = None):
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.tokenizer.enable_truncation(max_length=max_length)
         self.tokenizer.no_padding()
         self.max_length = max_length
-        options = ort.SessionOptions()
         threads = threads or max(1, os.cpu_count() or 1)
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.session = _session(onnx_path, threads)
+        self.alone_session = _session(onnx_path, alone_threads) if alone_threads and alone_threads != threads else self.session
         self.output_dim = int(self.session.get_outputs()[0].shape[-1])
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text, truncated to ``max_length``, not padded."""
         return [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts))]
 
-    def run(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+    def run(self, token_ids: Sequence[Sequence[int]], alone: bool = False) -> np.ndarray:
         """The graph's output for already tokenised input, padded with :func:`pad` (one ONNX run)."""
-        return self.run_padded(*pad(token_ids))
+        return self.run_padded(*pad(token_ids), alone=alone)
 
-    def run_padded(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def run_padded(self, ids: np.ndarray, mask: np.ndarray, alone: bool = False) -> np.ndarray:
         """``session.run`` alone, on arrays :func:`pad` made (benchmarks time just this)."""
-        return self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        session = self.alone_session if alone else self.session
+        return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors for ``texts`` (one ONNX run)."""
         if not texts:
             return np.zeros((0, self.output_dim), dtype=np.float32)
         return self.run(self.tokenize(texts))
+
+
+def _session(onnx_path: Path, threads: int):  # noqa: ANN202 - onnxruntime is imported lazily
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])

@@ -53,6 +53,7 @@ from index.catalog import Catalog
 from index.onnx_encoder import OnnxTextEncoder, pad
 from index.verbalize import HistoryEvent
 from loadtest import fusion, procs, rawhttp
+from loadtest.capacity import parse_settings
 from loadtest.traffic import DEFAULT_MAX_HISTORY, TrafficData, recommend_body
 from service.settings import available_cores
 
@@ -174,15 +175,14 @@ def bench_precision(args: argparse.Namespace, precision: str, manifest: B.Manife
                     workdir: Path) -> PrecisionResult:
     int8 = precision == "int8"
     encoder = OnnxTextEncoder(args.bundle / (B.USER_ONNX_INT8 if int8 else B.USER_ONNX), args.bundle / B.TOKENIZER,
-                              manifest.max_seq_length, threads=args.threads)
+                              manifest.max_seq_length, threads=args.threads or available_cores())
     tokens = encoder.tokenize(texts)
     raw = {batch: bench_raw(encoder, tokens, batch, args.seconds) for batch in args.levels}
     del encoder
     for batch, rate in raw.items():
         log.info("%s raw ONNX batch %d: %.1f histories/s", precision, batch, rate)
 
-    server, url = procs.service(args.bundle, workdir / f"r2end-{precision}", int8, args.threads, max_batch_size=32,
-                                max_wait_ms=args.max_wait_ms)
+    server, url = procs.service(args.bundle, workdir / f"r2end-{precision}", int8, args.threads, **args.settings)
     with server:
         r2end = bench_http(url, "/recommend", bodies, args.levels, args.seconds)
         single_run = asyncio.run(rawhttp.sequential("127.0.0.1", urlsplit(url).port, "/recommend", bodies, args.single_requests))
@@ -277,8 +277,10 @@ def report(args: argparse.Namespace, manifest: B.Manifest, data: TrafficData, te
     peer = (" Peer: infinity-emb (`--engine optimum`, ONNX Runtime, mean pooling, same all-MiniLM-L6-v2; int8 = its dynamic "
             "per-channel `model_quantized.onnx`), started from `--peer-infinity`, same texts, same clients.") if args.peer_infinity else ""
     lines = [
-        (f"Bundle `{manifest.bundle_version}` ({manifest.variant}, {manifest.encoder}, {manifest.n_items} items), ONNX threads "
-         f"{args.threads}, batcher wait {args.max_wait_ms:g} ms. Requests: {len(texts)} test-user histories of {data.dataset} "
+        (f"Bundle `{manifest.bundle_version}` ({manifest.variant}, {manifest.encoder}, {manifest.n_items} items). Raw ONNX: one "
+         f"session, {args.threads or available_cores()} intra-op threads, batch = clients. Service settings: "
+         f"{', '.join(f'{k}={v}' for k, v in args.settings.items()) or 'defaults'}"
+         f"{f', R2END_ONNX_THREADS={args.threads}' if args.threads else ''}. Requests: {len(texts)} test-user histories of {data.dataset} "
          f"(at most {DEFAULT_MAX_HISTORY} events, k={K}), verbalised to a mean {mean_tokens:.0f} tokens "
          f"({truncated:.0%} cut at the graph's limit of {manifest.max_seq_length}). {args.seconds:g} s per level, closed loop "
          f"(each client sends its next request when the last is answered); the client runs on the same machine.{peer}"),
@@ -301,8 +303,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precisions", type=lambda s: [v.strip() for v in s.split(",") if v.strip()], default=["fp32"],
                         help="user graphs to measure, in order: fp32, int8 or fp32,int8")
     parser.add_argument("--int8", action="store_true", help="shorthand for --precisions int8")
-    parser.add_argument("--threads", type=int, default=available_cores(), help="ONNX Runtime threads (raw and server)")
-    parser.add_argument("--max-wait-ms", type=float, default=4.0, help="the server's R2END_MAX_WAIT_MS")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads of the raw runs (default: all cores) and the "
+                        "server's R2END_ONNX_THREADS (default: its own)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
+                        help="a service setting R2END_<NAME> (repeatable), e.g. --set encode_workers=1")
     parser.add_argument("--histories", type=Path, help="histories JSON (loadtest/make_histories.py; default: the bundle's dataset's test users)")
     parser.add_argument("--single-requests", type=int, default=300)
     parser.add_argument("--peer-infinity", type=Path, metavar="PEER_ROOT", help="also measure infinity-emb installed there by shared/peers/infinity/setup.sh")
@@ -312,6 +316,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--append", type=Path, help="append the section to this Markdown file (e.g. docs/BENCHMARKS.md)")
     parser.add_argument("--json", type=Path, help="also write every number to this JSON file")
     args = parser.parse_args(argv)
+    try:
+        args.settings = parse_settings(args.settings)
+    except ValueError as exc:
+        parser.error(f"--set {exc}")
     if args.int8:
         args.precisions = ["int8"]
     bad = [p for p in args.precisions if p not in PRECISIONS]
@@ -353,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {**info, "bundle_version": manifest.bundle_version, "levels": args.levels, "seconds": args.seconds,
-                   "threads": args.threads, "max_wait_ms": args.max_wait_ms, "requests": len(bodies), "mean_tokens": mean_tokens,
+                   "threads": args.threads, "settings": args.settings, "requests": len(bodies), "mean_tokens": mean_tokens,
                    "results": [asdict(r) for r in results],
                    "fusion": {label: {"fused": r.fused, "nodes_before": r.nodes_before, "nodes_after": r.nodes_after} for label, r in fusions}}
         args.json.write_text(json.dumps(payload, indent=2) + "\n")

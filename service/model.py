@@ -81,11 +81,11 @@ class ServingModel:
             raise B.BundleError(
                 f"{path / B.ITEM_INDEX}: {index.size} vectors of dim {index.dim}, manifest says {manifest.n_items} x {manifest.output_dim}"
             )
-        user = _encoder(path / user_file, path / B.TOKENIZER, manifest, settings.onnx_threads)
-        item = _encoder(path / B.ITEM_ONNX, path / B.TOKENIZER, manifest, settings.onnx_threads)
+        user = _encoder(path / user_file, path / B.TOKENIZER, manifest, settings.run_threads, settings.alone_threads)
+        item = _encoder(path / B.ITEM_ONNX, path / B.TOKENIZER, manifest, settings.alone_threads)
         history = None
         if manifest.history_tower is not None:
-            history = _history_tower(path / manifest.history_tower.file, manifest.history_tower, settings.onnx_threads)
+            history = _history_tower(path / manifest.history_tower.file, manifest.history_tower, settings.run_threads)
         return cls(path, manifest, user, item, index, catalog, settings.use_int8, history, settings.user_cache_size)
 
     # ---- user side ---------------------------------------------------------------------------
@@ -230,9 +230,9 @@ def _history_tower(path: Path, tower: B.HistoryTower, threads: int) -> Any:
         raise B.BundleError(f"{path}: cannot be loaded ({type(exc).__name__}: {str(exc)[:300]})") from exc
 
 
-def _encoder(onnx_path: Path, tokenizer_path: Path, manifest: B.Manifest, threads: int) -> OnnxTextEncoder:
+def _encoder(onnx_path: Path, tokenizer_path: Path, manifest: B.Manifest, threads: int, alone_threads: int | None = None) -> OnnxTextEncoder:
     try:
-        encoder = OnnxTextEncoder(onnx_path, tokenizer_path, manifest.max_seq_length, threads=threads)
+        encoder = OnnxTextEncoder(onnx_path, tokenizer_path, manifest.max_seq_length, threads=threads, alone_threads=alone_threads)
     except Exception as exc:  # onnxruntime / tokenizers raise their own types for unreadable files
         raise B.BundleError(f"{onnx_path}: cannot be loaded ({type(exc).__name__}: {str(exc)[:300]})") from exc
     if encoder.output_dim != manifest.output_dim:

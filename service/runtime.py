@@ -81,7 +81,7 @@ class Runtime:
         self.error: str | None = None
         assert settings.item_log_path is not None
         self.item_log = ItemLog(settings.item_log_path)
-        self.batcher = MicroBatcher(metrics, settings.max_batch_size, settings.max_wait_ms, settings.queue_size)
+        self.batcher = MicroBatcher(metrics, settings.max_batch_size, settings.max_wait_ms, settings.queue_size, settings.encode_workers)
         self.recommender = Recommender(self.batcher, metrics, settings.retry_after_seconds)
         self.on_fatal: Callable[[], None] = _terminate_self
         self._reload_lock: asyncio.Lock | None = None

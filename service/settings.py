@@ -29,7 +29,15 @@ class ServiceSettings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     log_level: str = "info"
 
-    onnx_threads: int = Field(default_factory=available_cores, ge=1, description="ONNX Runtime intra-op threads per session")
+    encode_workers: int = Field(default_factory=available_cores, ge=1, description="ONNX runs in flight at once, each in its own thread")
+    onnx_threads: int | None = Field(
+        None, ge=1, description="ONNX Runtime intra-op threads of a run; default: the cores shared out among the encode workers "
+        "(see run_threads)",
+    )
+    onnx_threads_alone: int | None = Field(
+        None, ge=1, description="intra-op threads of a run that starts while no other is in flight (a second session of the "
+        "graph); default: every core",
+    )
     use_int8: bool = Field(
         False,
         description="serve the int8-quantised user encoder (user_encoder.int8.onnx); its activations are quantised per batch, "
@@ -42,7 +50,7 @@ class ServiceSettings(BaseSettings):
     queue_size: int = Field(256, ge=1, description="encode requests waiting at most; beyond that: 503 + Retry-After")
     max_inflight: int | None = Field(
         None, ge=1, description="most /recommend, /recommend/batch and PUT /items requests in flight; beyond: an immediate 503 + "
-        "Retry-After before the body is read. Default: queue_size + max_batch_size (see inflight_limit)",
+        "Retry-After before the body is read. Default: queue_size + encode_workers * max_batch_size (see inflight_limit)",
     )
     retry_after_seconds: int = Field(1, ge=0, description="Retry-After sent with 503 answers")
 
@@ -63,16 +71,26 @@ class ServiceSettings(BaseSettings):
     user_cache_size: int = Field(0, ge=0, description="user vectors cached per loaded bundle, keyed by the history text (LRU); 0 = off")
 
     @property
+    def run_threads(self) -> int:
+        """Intra-op threads of each ONNX run: R2END_ONNX_THREADS, or the cores divided among the workers."""
+        return self.onnx_threads if self.onnx_threads is not None else max(1, available_cores() // self.encode_workers)
+
+    @property
+    def alone_threads(self) -> int:
+        """Intra-op threads of a run with the machine to itself: R2END_ONNX_THREADS_ALONE, or every core."""
+        return self.onnx_threads_alone if self.onnx_threads_alone is not None else max(self.run_threads, available_cores())
+
+    @property
     def inflight_limit(self) -> int:
         """The admission limit in force: R2END_MAX_INFLIGHT, or what the batcher holds at once (queue + one batch).
 
         A /recommend is one encode, so with this many in flight the batcher's queue is never the one
         to refuse it (no request is parsed only to be turned away), and every admitted request finds
-        a place in a batch. More would admit requests that are parsed only to find the queue full.
+        a place in a batch (each encode worker holds one). More would admit requests that are parsed only to find the queue full.
         The queue size is thus the one knob for the longest wait: about (queue_size +
-        max_batch_size) / throughput.
+        encode_workers * max_batch_size) / throughput.
         """
-        return self.max_inflight if self.max_inflight is not None else self.queue_size + self.max_batch_size
+        return self.max_inflight if self.max_inflight is not None else self.queue_size + self.encode_workers * self.max_batch_size
 
     @property
     def history_limit(self) -> int:

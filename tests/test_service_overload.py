@@ -32,8 +32,9 @@ def test_expensive_routes():
 
 def test_default_limit_follows_the_batcher(tmp_path):
     settings = ServiceSettings(bundle_path=tmp_path / "b")
-    assert settings.max_inflight is None and settings.inflight_limit == settings.queue_size + settings.max_batch_size == 288
-    assert ServiceSettings(bundle_path=tmp_path / "b", queue_size=32, max_batch_size=8).inflight_limit == 40
+    assert settings.max_inflight is None
+    assert settings.inflight_limit == settings.queue_size + settings.encode_workers * settings.max_batch_size  # each worker holds a batch
+    assert ServiceSettings(bundle_path=tmp_path / "b", queue_size=32, max_batch_size=8, encode_workers=2).inflight_limit == 48
     assert ServiceSettings(bundle_path=tmp_path / "b", max_inflight=5).inflight_limit == 5
 
 

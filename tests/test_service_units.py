@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -53,7 +54,7 @@ class FakeModel:
     def tokenize(self, texts):
         return [list(range(len(t.split()))) for t in texts]
 
-    def run(self, token_ids):
+    def run(self, token_ids, alone=False):
         time.sleep(self.delay)
         self.runs.append(len(token_ids))
         return np.array([[self.tag, len(ids)] for ids in token_ids], dtype=np.float32)
@@ -82,9 +83,55 @@ def test_batcher_batches_keeps_models_apart_and_refuses_when_full():
     asyncio.run(scenario())
 
 
+class GatedModel(FakeModel):
+    """Runs block until released, and record how many ran at once and whether each ran alone."""
+
+    def __init__(self, tag: float):
+        super().__init__(tag)
+        self.lock, self.running, self.most, self.alone, self.release = threading.Lock(), 0, 0, [], threading.Event()
+
+    def run(self, token_ids, alone=False):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.alone.append(alone)
+        self.release.wait(5)
+        with self.lock:
+            self.running -= 1
+        return super().run(token_ids)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batcher_runs_as_many_batches_at_once_as_it_has_workers(workers):
+    async def scenario():
+        batcher = MicroBatcher(ServiceMetrics(), max_batch_size=1, max_wait_ms=0, queue_size=16, workers=workers)
+        await batcher.start()
+        try:
+            model = GatedModel(1.0)
+            first = asyncio.ensure_future(batcher.encode(model, ["a"]))
+            while not model.alone:  # the first run has started, with nothing else in flight
+                await asyncio.sleep(0.01)
+            rest = [asyncio.ensure_future(batcher.encode(model, ["b c"])) for _ in range(3)]
+            await asyncio.sleep(0.2)  # time for a free worker to start the next run
+            assert model.running == workers
+            model.release.set()
+            results = await asyncio.gather(first, *rest)
+            assert [r.tolist() for r in results] == [[[1.0, 1]]] + [[[1.0, 2]]] * 3
+            assert model.most == workers
+            assert model.alone[0] is True  # a lone run may use every core
+            if workers == 2:
+                assert model.alone[1] is False  # one started beside a running one may not
+            else:  # one after the other; only the last finds nothing else waiting
+                assert model.alone == [True, False, False, True]
+        finally:
+            await batcher.stop()
+
+    asyncio.run(scenario())
+
+
 def test_batcher_survives_a_failing_model_and_cancelled_requests():
     class Broken(FakeModel):
-        def run(self, token_ids):
+        def run(self, token_ids, alone=False):
             raise RuntimeError("onnx exploded")
 
     async def scenario():
@@ -159,7 +206,7 @@ def test_settings_defaults_and_environment(monkeypatch, tmp_path):
     assert (settings.host, settings.port, settings.max_k, settings.default_k) == ("127.0.0.1", 8000, 100, 10)
     assert settings.max_history is None and settings.history_limit == (1 << 20) // 16  # as many events as the body can carry
     assert (settings.max_body_bytes, settings.queue_size, settings.max_wait_ms, settings.use_int8, settings.warmup) == (1 << 20, 256, 4.0, False, True)
-    assert settings.onnx_threads >= 1
+    assert settings.run_threads >= 1 and settings.alone_threads >= settings.run_threads
     monkeypatch.setenv("R2END_DEFAULT_K", "500")
     with pytest.raises(ValueError, match="default_k"):
         ServiceSettings()
