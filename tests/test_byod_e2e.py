@@ -160,7 +160,8 @@ def test_raw_files_to_a_served_bundle(fmt, home, tiny_encoder):
 
 
 def test_serve_and_report_take_the_dataset_name(home, tiny_encoder, tmp_path):
-    """`r2end serve --dataset NAME --variant V` (a real server process) and `r2end report --dataset NAME`."""
+    """`r2end serve --dataset NAME --variant V` (a real server process) and `r2end report --dataset NAME`;
+    the tutorial's step 5: recommend, then a credentialed PUT /items of a new item, recommendable at once."""
     import subprocess
     import sys
 
@@ -173,7 +174,8 @@ def test_serve_and_report_take_the_dataset_name(home, tiny_encoder, tmp_path):
     table = cli("report", "--dataset", name)
     assert "| text |" in table and f"wrote {home / 'results' / (name + '.md')}" in table.replace("\n", "")
     port = free_port()
-    env = child_env(R2END_HOME=home, R2END_ONNX_THREADS=1, R2END_WARMUP="false", R2END_ITEM_LOG_PATH=tmp_path / "items.jsonl")
+    env = child_env(R2END_HOME=home, R2END_ONNX_THREADS=1, R2END_WARMUP="false", R2END_ITEM_LOG_PATH=tmp_path / "items.jsonl",
+                    R2END_WRITE_TOKEN="tutorial-secret")
     command = [sys.executable, "-m", "training.cli", "serve", "--dataset", name, "--variant", "text", "--port", str(port)]
     with open(tmp_path / "server.log", "wb") as log:
         server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -191,6 +193,14 @@ def test_serve_and_report_take_the_dataset_name(home, tiny_encoder, tmp_path):
             answer = httpx.post(f"http://127.0.0.1:{port}/recommend", json={"history": events, "k": 3}, timeout=30)
             assert answer.status_code == 200, answer.text
             check_answer(answer.json(), ds, events, 3)
+            book = {"title": "The Keeper of the Last Lighthouse", "year": 2026, "categories": ["Mystery"], "description": "A new book."}
+            put = httpx.put(f"http://127.0.0.1:{port}/items/new-book", json=book,
+                            headers={"Authorization": "Bearer tutorial-secret"}, timeout=30)
+            assert put.status_code == 201 and put.json()["created"] is True, put.text
+            everything = httpx.post(f"http://127.0.0.1:{port}/recommend", json={"history": events, "k": len(ds.catalog.ids) + 1}, timeout=30)
+            assert everything.status_code == 200, everything.text
+            ranked = [item["item_id"] for item in everything.json()["items"]]
+            assert "new-book" in ranked and len(ranked) == len(ds.catalog.ids) + 1 - len({e["item_id"] for e in events})
         finally:
             terminate(server)
 
