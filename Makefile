@@ -13,12 +13,18 @@ DATASET ?= ml-100k
 BUNDLE  ?= $(R2END_HOME)/bundles/$(DATASET)/r2end
 PORT    ?= 8000
 
-.PHONY: demo test setup data bundle serve teacher-models mpnet clean-bundle
+.PHONY: demo test lint setup data bundle serve teacher-models mpnet clean-bundle
 
 demo: setup data bundle serve  ## set up, build the ML-100K bundle if missing, serve it on localhost
 
 test: setup data  ## set up and run the whole test suite
 	$(PY) -m pytest -q
+
+lint: setup  ## ruff (lint + format check) on the tree, mypy on the serving side, the import contract
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy index service
+	$(VENV)/bin/lint-imports --no-logo
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or make PYTHON=/path/to/python3.11)"; exit 1; }
