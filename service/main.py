@@ -1,10 +1,10 @@
 """Start the service: ``python -m service.main`` (or ``r2end serve``), configured by ``R2END_*`` variables.
 
-One process, one uvicorn worker, per container. ONNX Runtime already spreads each encode
-over all cores (``R2END_ONNX_THREADS`` defaults to the core count), and the micro-batcher
-needs every request of the machine in one queue to form batches; several workers would
-each load the model (memory x N), split the batches and oversubscribe the cores. Scale
-out with more containers (each sized to its cores), not with more workers.
+One process, one uvicorn worker, per container. The batcher already keeps every core busy
+(``R2END_ENCODE_WORKERS`` ONNX runs in flight, one per core by default), and it needs every
+request of the machine in one queue to form batches; several uvicorn workers would each load
+the model (memory x N), split the batches and oversubscribe the cores. Scale out with more
+containers (each sized to its cores), not with more workers.
 """
 
 from __future__ import annotations

@@ -45,8 +45,13 @@ class ServiceSettings(BaseSettings):
     )
     verify_checksums: bool = Field(True, description="check every bundle file's sha256 against the manifest on load")
 
-    max_batch_size: int = Field(32, ge=1, description="most histories encoded in one ONNX run")
-    max_wait_ms: float = Field(4.0, ge=0, description="how long the batcher waits for company after the first request")
+    max_batch_size: int = Field(
+        8, ge=1, description="most histories encoded in one ONNX run (on CPU a history costs more in a bigger batch: see docs/SERVICE.md)"
+    )
+    max_wait_ms: float = Field(
+        0.0, ge=0, description="how long a free encode worker waits for company after the first request (0: it starts at once; "
+        "worth it only where a batch costs about what one history does, e.g. on a GPU)",
+    )
     queue_size: int = Field(256, ge=1, description="encode requests waiting at most; beyond that: 503 + Retry-After")
     max_inflight: int | None = Field(
         None, ge=1, description="most /recommend, /recommend/batch and PUT /items requests in flight; beyond: an immediate 503 + "

@@ -370,6 +370,8 @@ def test_bench_service_goals_and_table():
     assert "at 8 clients: 1.65x (met)" in goals  # 66/40 >= 1.5
     assert "20.0 vs 18.0 ms (missed)" in goals  # p99 at 1 client above infinity's
     assert "p99 <= 30 ms: met" in goals
+    result.raw_parallel = (2, 88.0)
+    assert "2 one-thread runs of one history in parallel (the service's encode workers, raw): 88.0 hist/s; best `/recommend` level 66.0 req/s = 0.75x" in "\n".join(bench.goals([result]))
     table = bench.table([result])
     assert "infinity /embeddings (req/s)" in table and "| int8 | 8 | 70.0 | 66.0 | 0.94 |" in table
     no_peer = bench.PrecisionResult("fp32", raw={1: 10.0}, r2end={1: level(1, 9.5, 40.0)}, single=level(1, 9.0, 41.0))

@@ -205,7 +205,7 @@ def test_settings_defaults_and_environment(monkeypatch, tmp_path):
     assert ServiceSettings().write_token == "s3cret"
     assert (settings.host, settings.port, settings.max_k, settings.default_k) == ("127.0.0.1", 8000, 100, 10)
     assert settings.max_history is None and settings.history_limit == (1 << 20) // 16  # as many events as the body can carry
-    assert (settings.max_body_bytes, settings.queue_size, settings.max_wait_ms, settings.use_int8, settings.warmup) == (1 << 20, 256, 4.0, False, True)
+    assert (settings.max_body_bytes, settings.queue_size, settings.max_wait_ms, settings.use_int8, settings.warmup) == (1 << 20, 256, 0.0, False, True)
     assert settings.run_threads >= 1 and settings.alone_threads >= settings.run_threads
     monkeypatch.setenv("R2END_DEFAULT_K", "500")
     with pytest.raises(ValueError, match="default_k"):
