@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.r2end.hybrid import _covariance, apply_map, fit_text_to_sasrec, item_vectors, user_vectors
+from training.r2end.hybrid import _covariance, apply_map, fit_parts, fit_text_to_sasrec, item_vectors, user_vectors
 
 
 def _parts(seed: int = 0, users: int = 7, items: int = 40, h: int = 6, d: int = 5):
@@ -50,6 +50,19 @@ def test_new_items_use_the_mapped_embedding_plus_the_bias_in_spread_units():
     sd = np.sqrt(np.einsum("ij,jk,ik->i", hidden, cov_cf, hidden))
     np.testing.assert_allclose((with_bias - without)[:, new], b * np.repeat(sd[:, None], 2, 1), rtol=1e-4)
     np.testing.assert_allclose((with_bias - without)[:, ~new], 0.0, atol=1e-5)
+
+
+def test_held_out_items_enter_neither_the_map_nor_the_covariances():
+    """A leak test: whatever the held-out rows hold (SASRec's untrained rows, their text), the fitted parts are the same."""
+    _, _, sas_items, text_items = _parts(4)
+    trained = np.ones(len(sas_items), dtype=bool)
+    trained[[0, 5, 9]] = False
+    before = fit_parts(sas_items, text_items, trained, 1.0)
+    sas_items[~trained], text_items[~trained] = 1e3, -1e3
+    after = fit_parts(sas_items, text_items, trained, 1.0)
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(fit_parts(sas_items, text_items, np.ones(len(sas_items), dtype=bool), 1.0)[0], before[0])  # the rows would matter
 
 
 def test_the_text_to_sasrec_map_recovers_a_linear_relation():

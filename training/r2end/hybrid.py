@@ -73,6 +73,12 @@ def fit_text_to_sasrec(text: np.ndarray, sasrec: np.ndarray, ridge: float) -> np
     return np.linalg.solve(x.T @ x + penalty, x.T @ sasrec.astype(np.float64)).astype(np.float32)
 
 
+def fit_parts(sasrec_items: np.ndarray, text_items: np.ndarray, trained: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(A, C_E, C_Z)`` from the ``trained`` (warm) rows only: held-out items enter none of them."""
+    warm_sasrec, warm_text = sasrec_items[trained], text_items[trained]
+    return fit_text_to_sasrec(warm_text, warm_sasrec, ridge), _covariance(warm_sasrec), _covariance(warm_text)
+
+
 def apply_map(mapping: np.ndarray, text: np.ndarray) -> np.ndarray:
     """Predicted SASRec embeddings of items from their text vectors."""
     return text @ mapping[:-1] + mapping[-1]
@@ -173,8 +179,8 @@ def train_hybrid(base: TrainedR2END, ds: PreparedDataset, config: HybridConfig, 
     net = load_net(path, ds.n_items, ds.split_hash, ~trained)
     sasrec_items = net.items.weight[1:].detach().numpy()
     text_items = base.item_vectors.astype(np.float32)
-    model = HybridModel(base, net, config, trained, text_items, fit_text_to_sasrec(text_items[trained], sasrec_items[trained], config.ridge),
-                        _covariance(sasrec_items[trained]), _covariance(text_items[trained]), name=f"{base.name}-hybrid")
+    model = HybridModel(base, net, config, trained, text_items, *fit_parts(sasrec_items, text_items, trained, config.ridge),
+                        name=f"{base.name}-hybrid")
     parts = _validation_parts(model, ds)
     warm_items = model.item_vectors
     for weight in config.weights:
