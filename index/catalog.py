@@ -44,7 +44,7 @@ class ItemMeta:
             year=raw.get("year"),
             description=raw.get("description"),
             price=raw.get("price"),
-            extra=tuple(tuple(pair) for pair in raw.get("extra") or ()),  # type: ignore[misc]
+            extra=tuple(tuple(pair) for pair in raw.get("extra") or ()),
         )
 
 
@@ -87,8 +87,7 @@ class Catalog:
     def save_jsonl(self, path: Path) -> None:
         """Write one JSON object per line, in row order."""
         with open(path, "w", encoding="utf-8") as handle:
-            for item in self._items:
-                handle.write(json.dumps(item.to_json(), ensure_ascii=False, sort_keys=True) + "\n")
+            handle.writelines(json.dumps(item.to_json(), ensure_ascii=False, sort_keys=True) + "\n" for item in self._items)
 
     @classmethod
     def load_jsonl(cls, path: Path) -> Catalog:

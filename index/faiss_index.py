@@ -35,11 +35,13 @@ class ItemIndex:
         """Index ``vectors`` (rows = catalogue rows), normalised first."""
         vectors = normalise(vectors)
         dim = vectors.shape[1]
+        base: faiss.Index
         if kind == "flat":
             base = faiss.IndexFlatIP(dim)
         elif kind == "hnsw":
-            base = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            base.hnsw.efSearch = ef_search
+            hnsw = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            hnsw.hnsw.efSearch = ef_search
+            base = hnsw
         else:
             raise ValueError(f"unknown index kind {kind!r}; choose one of {INDEX_KINDS}")
         index = faiss.IndexIDMap2(base)
@@ -68,14 +70,14 @@ class ItemIndex:
         if self.kind != "flat":
             raise NotImplementedError("live updates need the exact (flat) index")
         ids = np.array([row], dtype=np.int64)
-        self.index.remove_ids(ids)
+        self.index.remove_ids(ids)  # type: ignore[arg-type]  # faiss' Python wrapper takes an id array; its stubs know only IDSelector
         self.index.add_with_ids(normalise(vector.reshape(1, -1)), ids)
 
     def remove(self, row: int) -> bool:
         """Remove one item; True if it was there."""
         if self.kind != "flat":
             raise NotImplementedError("live updates need the exact (flat) index")
-        return bool(self.index.remove_ids(np.array([row], dtype=np.int64)))
+        return bool(self.index.remove_ids(np.array([row], dtype=np.int64)))  # type: ignore[arg-type]  # an id array, as in upsert()
 
     def save(self, path: Path) -> None:
         """Write the index file."""
@@ -92,5 +94,5 @@ def recall_at_k(approx: ItemIndex, exact: ItemIndex, queries: np.ndarray, k: int
     queries = normalise(queries)
     _, exact_rows = exact.search(queries, k)
     _, approx_rows = approx.search(queries, k)
-    hits = [len(set(a) & set(e)) / k for a, e in zip(approx_rows.tolist(), exact_rows.tolist())]
+    hits = [len(set(a) & set(e)) / k for a, e in zip(approx_rows.tolist(), exact_rows.tolist(), strict=True)]
     return float(np.mean(hits))

@@ -151,7 +151,7 @@ async def closed_loop(host: str, port: int, path: str, bodies: Sequence[bytes], 
                 try:
                     response = await conn.request(method, path, bodies[n % len(bodies)], headers)
                     status, retry_after = response.status, response.headers.get("retry-after")
-                except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+                except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                     status, retry_after = TRANSPORT_ERROR, None
                 run.samples.append(Sample(t0, time.perf_counter() - t0, status, retry_after))
                 n += concurrency
@@ -185,7 +185,7 @@ async def open_loop(host: str, port: int, path: str, bodies: Sequence[bytes], ra
         try:
             response = await conn.request("POST", path, bodies[n % len(bodies)], headers)
             status, retry_after = response.status, response.headers.get("retry-after")
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
             status, retry_after = TRANSPORT_ERROR, None
         sample = Sample(t0, time.perf_counter() - t0, status, retry_after)
         run.samples.append(sample)

@@ -86,7 +86,7 @@ def plot(levels: list[LevelResult], path: Path) -> Path:
         left.plot(users, [max(lv.rps, 1e-3) for lv in rows], marker="o", label=name)
         p99 = [(lv.users, lv.p99_ms) for lv in rows if lv.p99_ms]
         if p99:
-            right.plot(*zip(*p99), marker="o", label=name)
+            right.plot(*zip(*p99, strict=True), marker="o", label=name)
     ticks = sorted({lv.users for lv in levels})
     for axis, title, unit in ((left, "throughput (POST /recommend)", "successful requests / s"), (right, "p99 latency (Locust)", "ms")):
         axis.set_xscale("log", base=2)

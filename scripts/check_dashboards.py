@@ -97,7 +97,7 @@ def grafana_variables(scrape_interval: float, time_range: float = 1800.0, interv
     """
     step = max(interval or scrape_interval, scrape_interval)
     rate_interval = max(step + scrape_interval, 4 * scrape_interval)
-    seconds = lambda value: f"{int(round(value))}s"  # noqa: E731 - Prometheus durations are whole seconds here
+    seconds = lambda value: f"{round(value)}s"  # Prometheus durations are whole seconds here
     return {
         "__interval": seconds(step),
         "__interval_ms": str(int(step * 1000)),

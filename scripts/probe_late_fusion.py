@@ -27,13 +27,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.data.registry import load_dataset  # noqa: E402
-from training.evaluation.bootstrap import paired_bootstrap  # noqa: E402
-from training.evaluation.evaluator import evaluate  # noqa: E402
-from training.models.sasrec import SASRec, SASRecConfig, SASRecNet  # noqa: E402
-from training.paths import results_dir  # noqa: E402
-from training.provenance import command_line, git_commit, machine  # noqa: E402
-from training.r2end.artifacts import load_run  # noqa: E402
+from training.data.registry import load_dataset
+from training.evaluation.bootstrap import paired_bootstrap
+from training.evaluation.evaluator import evaluate
+from training.models.sasrec import SASRec, SASRecConfig, SASRecNet
+from training.paths import results_dir
+from training.provenance import command_line, git_commit, machine
+from training.r2end.artifacts import load_run
 
 WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
 
@@ -44,11 +44,11 @@ class Fixed:
     def __init__(self, name: str, scores: np.ndarray):
         self.name, self.scores = name, scores
 
-    def score(self, ds, users, histories):  # noqa: ANN001 - the evaluator's Scorer protocol
+    def score(self, ds, users, histories):  # the evaluator's Scorer protocol
         return self.scores[list(users)]
 
 
-def all_scores(model, ds, stage: str) -> np.ndarray:  # noqa: ANN001
+def all_scores(model, ds, stage: str) -> np.ndarray:
     users = list(range(ds.n_users))
     histories = [ds.example(u, stage)[0] for u in users]
     return np.concatenate([np.asarray(model.score(ds, users[i : i + 256], histories[i : i + 256]), dtype=np.float64)

@@ -7,6 +7,7 @@ bundle swaps. A torn last line (a crash mid-write, never acknowledged) is cut of
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -62,7 +63,7 @@ class ItemLog:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._handle = None
+        self._handle: io.BufferedWriter | None = None
 
     def repair(self) -> int:
         """Cut a torn (unterminated) last line; returns the bytes removed."""
@@ -104,7 +105,7 @@ class ItemLog:
             if self._handle is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 new = not self.path.exists()
-                self._handle = open(self.path, "ab")
+                self._handle = open(self.path, "ab")  # noqa: SIM115 - kept open across appends; close() closes it
                 if new:
                     _fsync_dir(self.path.parent)
             start = self._handle.tell()

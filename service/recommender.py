@@ -36,7 +36,7 @@ class Recommender:
         started = time.perf_counter()
         hits = await run_in_threadpool(model.search, vectors, [q.k for q in queries], [q.exclude for q in queries])
         self.metrics.search_seconds.observe((time.perf_counter() - started) / len(queries))
-        return [response(model, query, found) for query, found in zip(queries, hits)]
+        return [response(model, query, found) for query, found in zip(queries, hits, strict=True)]
 
     async def _user_vectors(self, model: ServingModel, texts: list[str]) -> np.ndarray:
         """Text vectors for ``texts``: from the model's cache where it has them, the rest encoded in batches."""
@@ -48,7 +48,7 @@ class Recommender:
             self.metrics.user_cache.labels(result="miss").inc(len(missing))
         if missing:
             encoded = await self._encode(model, [texts[n] for n in missing])
-            for n, vector in zip(missing, encoded):
+            for n, vector in zip(missing, encoded, strict=True):
                 found[n] = vector
                 if cache is not None:
                     cache.put(texts[n], vector)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic.json_schema import JsonValue
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from index.catalog import ItemMeta
@@ -32,7 +33,7 @@ def _encodable(text: str) -> str:
 Text = Annotated[str, AfterValidator(_encodable)]
 """A string that is valid Unicode (every str field of a request uses it)."""
 
-HISTORY_EXAMPLE = [{"item_id": "242", "timestamp": 881250949}, {"item_id": "302", "timestamp": 891717742}]
+HISTORY_EXAMPLE: list[JsonValue] = [{"item_id": "242", "timestamp": 881250949}, {"item_id": "302", "timestamp": 891717742}]
 
 
 class HistoryEvent(BaseModel):

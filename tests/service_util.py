@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -24,7 +25,7 @@ from loadtest.procs import WRITE_TOKEN, terminate
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "recbole" / "movies"
-STARTUP_TIMEOUT = float(os.environ.get("R2END_TEST_STARTUP_TIMEOUT", 120))  # seconds; the machine may be busy with other jobs
+STARTUP_TIMEOUT = float(os.environ.get("R2END_TEST_STARTUP_TIMEOUT", "120"))  # seconds; the machine may be busy with other jobs
 ADMIN_TOKEN = "test-admin-token"
 WRITE_AUTH = {"Authorization": f"Bearer {WRITE_TOKEN}"}  # every ServiceProcess takes writes with it unless given write_token=""
 START_COMMAND = ["python", "-m", "service.main"]  # the Dockerfile's CMD (tests/test_deployment.py checks)
@@ -97,11 +98,11 @@ class ServiceProcess:
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 30.0), **kwargs)
 
-    def start(self, wait_ready: bool = True) -> ServiceProcess:
+    def start(self, wait_ready: bool = True) -> Self:
         for _attempt in range(3):  # a port taken between free_port() and bind: try another
             self.port = free_port()
             env = service_env(**{**self.settings, "port": self.port, "host": "127.0.0.1"})
-            self._log_handle = open(self.log_path, "ab")
+            self._log_handle = open(self.log_path, "ab")  # noqa: SIM115 - the server writes to it until stop() closes it
             self.process = subprocess.Popen(
                 [sys.executable, *START_COMMAND[1:]], cwd=REPO, env=env, stdout=self._log_handle, stderr=subprocess.STDOUT
             )
@@ -152,7 +153,7 @@ class ServiceProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def __enter__(self) -> ServiceProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -18,7 +18,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from test_byod_data import FIXTURES, FORMATS, expected
 
 pytestmark = pytest.mark.slow
@@ -105,7 +104,7 @@ def wait_ready(is_ready) -> None:
     """Poll ``is_ready()`` until True; the machine may be busy, so the limit is R2END_TEST_STARTUP_TIMEOUT (default 120 s)."""
     import time
 
-    deadline = time.monotonic() + float(os.environ.get("R2END_TEST_STARTUP_TIMEOUT", 120))
+    deadline = time.monotonic() + float(os.environ.get("R2END_TEST_STARTUP_TIMEOUT", "120"))
     while not is_ready():
         assert time.monotonic() < deadline, "the service did not become ready"
         time.sleep(0.2)  # poll interval, not synchronisation
@@ -170,7 +169,7 @@ def test_serve_and_report_take_the_dataset_name(home, tiny_encoder, tmp_path):
     from loadtest.procs import child_env, free_port, terminate
     from training.data.registry import load_dataset
 
-    name, bundle, _ = add_and_train("recbole", tiny_encoder)
+    name, _, _ = add_and_train("recbole", tiny_encoder)
     table = cli("report", "--dataset", name)
     assert "| text |" in table and f"wrote {home / 'results' / (name + '.md')}" in table.replace("\n", "")
     port = free_port()
@@ -213,6 +212,6 @@ def test_serve_dataset_without_a_bundle_is_one_clean_line(home, tmp_path):
 
     env = child_env(R2END_HOME=home)
     result = subprocess.run([sys.executable, "-m", "training.cli", "serve", "--dataset", "nothing-here", "--variant", "text"],
-                            env=env, capture_output=True, text=True, timeout=120)
+                            check=False, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert f"error: {home / 'bundles' / 'nothing-here' / 'text'}: no bundle; run `r2end train --dataset nothing-here --variant text` first" in result.stdout

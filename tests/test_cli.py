@@ -27,7 +27,7 @@ def r2end(*args: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess
     clean = {k: v for k, v in os.environ.items() if not k.startswith("R2END_")}
     clean.update(PYTHONPATH=str(REPO), R2END_HOME=str(tmp_path / "home"), COLUMNS="60", NO_COLOR="1", **env)
     # a guard against a hang, not a speed check: importing torch alone can take minutes on a busy machine
-    return subprocess.run([sys.executable, "-m", "training.cli", *args], cwd=REPO, env=clean, capture_output=True, text=True, timeout=900)
+    return subprocess.run([sys.executable, "-m", "training.cli", *args], check=False, cwd=REPO, env=clean, capture_output=True, text=True, timeout=900)
 
 
 # --------------------------------------------------------------------------- the --set parser
@@ -115,7 +115,7 @@ QUIET_SWITCHES = ("TORCH_LOGS", "TQDM_DISABLE", "TRANSFORMERS_VERBOSITY", "DATAS
 @pytest.mark.parametrize("mode", ["quiet", "verbose"])
 def test_third_party_logs_only_with_verbose(mode):
     env = {k: v for k, v in os.environ.items() if k not in QUIET_SWITCHES}
-    result = subprocess.run([sys.executable, "-c", LOG_PROBE, mode], cwd=REPO, env=dict(env, PYTHONPATH=str(REPO), COLUMNS="200"),
+    result = subprocess.run([sys.executable, "-c", LOG_PROBE, mode], check=False, cwd=REPO, env=dict(env, PYTHONPATH=str(REPO), COLUMNS="200"),
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     # logs go to stderr (stdout is for results); the libraries with their own handlers and bars are switched off

@@ -266,7 +266,7 @@ def test_podman_override_only_adapts_networking_and_images(compose, override):
     service = override["services"]["service"]
     assert service["network_mode"] == "host"
     assert set(service) <= {"network_mode", "environment", "ulimits"}, "the bundle mount and item-log volume stay the base file's"
-    for name, value in service["environment"].items():
+    for name in service["environment"]:
         assert setting_name(name) in SETTINGS_FIELDS, name
     env = service["environment"]
     assert compose_default(env["R2END_HOST"]) == "127.0.0.1"  # host network: loopback unless asked otherwise

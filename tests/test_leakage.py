@@ -9,6 +9,7 @@ back exactly which texts were distilled, and in no time.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def _training_priors(ds: PreparedDataset) -> dict[int, set[int]]:
     priors: dict[int, set[int]] = {row: set() for row in range(ds.n_items)}
     for u in range(ds.n_users):
         train = ds.train_sequence(u)
-        for (prev, _), (cur, _) in zip(train, train[1:]):
+        for (prev, _), (cur, _) in itertools.pairwise(train):
             priors[cur].add(prev)
     return priors
 
@@ -114,8 +115,8 @@ def test_cold_view_keeps_cold_items_out_of_every_training_part():
     for u in range(view.n_users):
         assert not any(cold[row] for row, _ in view.train_sequence(u)), f"cold item in the training part of {view.users[u]}"
         assert not cold[view.example(u, "valid")[1]], "a cold validation target would select models on cold items"
-    original = dict(zip(ds.users, ds.sequences))
-    for user, seq in zip(view.users, view.sequences):
+    original = dict(zip(ds.users, ds.sequences, strict=True))
+    for user, seq in zip(view.users, view.sequences, strict=True):
         assert seq[-2:] == original[user][-2:], "validation and test events are kept as they are"
 
 
@@ -190,7 +191,7 @@ def test_distillation_and_projection_train_on_each_users_training_target(tmp_pat
     pipeline.train_r2end(_config(), ds, tmp_path)
     [(histories, targets)] = spied_training["distill"]
     assert len(targets) == ds.n_users
-    for u, (history, target) in enumerate(zip(histories, targets)):
+    for u, (history, target) in enumerate(zip(histories, targets, strict=True)):
         seq = ds.sequences[u]
         assert target.startswith(f"oracle for user:{ds.users[u]}\n"), "targets are in user order"
         assert target.endswith(_label(ds, seq[-3][0])), f"user {u}: R'_u must carry the training target's metadata"
@@ -244,7 +245,7 @@ def test_cf_head_examples_of_the_cold_view_hold_no_cold_item():
 @pytest.fixture
 def isolated_results(tmp_path, monkeypatch):
     """Result files and SASRec checkpoints go to tmp_path."""
-    import training.evaluation.report as report
+    from training.evaluation import report
 
     monkeypatch.setenv("R2END_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(report, "results_dir", lambda: tmp_path / "results")
@@ -277,7 +278,7 @@ def test_sasrec_trains_on_each_users_training_part_only(monkeypatch, isolated_re
     rows = 0
     for inputs, labels, blocked in batches:
         assert blocked is None
-        for x, y in zip(inputs, labels):
+        for x, y in zip(inputs, labels, strict=True):
             seen = (x[x > 0] - 1).tolist()
             assert y[y >= 0].tolist() == seen[1:] + [int(y[-1])], "labels are the inputs shifted by one"
             assert tuple(seen + [int(y[-1])]) in training_parts, "SASRec trained on events outside a training part"
@@ -316,7 +317,7 @@ class TargetFirst:
 
     def score(self, ds, users, histories):
         scores = np.zeros((len(users), ds.n_items))
-        for row, (user, history) in enumerate(zip(users, histories)):
+        for row, (user, history) in enumerate(zip(users, histories, strict=True)):
             scores[row, [item for item, _ in history]] = 1.0
             scores[row, ds.example(user, self.stage)[1]] = 2.0
         return scores

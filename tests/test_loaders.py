@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES
+
 from training.data import amazon, movielens, recbole, yelp
 from training.data.preprocess import prepare
 from training.data.registry import LOADERS, load_raw

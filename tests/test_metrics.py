@@ -120,7 +120,7 @@ class HistoryLover:
 
     def score(self, ds, users, histories):
         scores = np.zeros((len(users), ds.n_items))
-        for row, (user, history) in enumerate(zip(users, histories)):
+        for row, (user, history) in enumerate(zip(users, histories, strict=True)):
             scores[row, ds.example(user, self.stage)[1]] = 50.0
             scores[row, [item for item, _ in history]] = 100.0
         return scores

@@ -108,7 +108,7 @@ def test_sequences_are_chronological_with_stable_ties():
     # numeric ids sort numerically (not "10" < "2")
     assert ds.users == ["7", "12"]
     assert ds.catalog.ids == ["2", "4", "5", "10", "30"]
-    ids = lambda u: [(ds.catalog.at(r).item_id, t) for r, t in ds.sequences[ds.users.index(u)]]  # noqa: E731
+    ids = lambda u: [(ds.catalog.at(r).item_id, t) for r, t in ds.sequences[ds.users.index(u)]]
     # equal timestamps keep file order: 2, 30, 5 for user 7; 30, 2, 4 for user 12
     assert ids("7") == [("4", 100), ("2", 300), ("30", 300), ("5", 300), ("10", 500)]
     assert ids("12") == [("5", 0), ("30", 1), ("2", 1), ("4", 1), ("10", 2)]
@@ -151,15 +151,15 @@ def test_reviews_kept_for_kept_users():
 
 @pytest.fixture
 def five():
-    events = [("u", item, t) for item, t in zip("abcde", (10, 20, 30, 40, 50))]
-    events += [("v", item, t) for item, t in zip("edc", (1, 2, 3))]
+    events = [("u", item, t) for item, t in zip("abcde", (10, 20, 30, 40, 50), strict=True)]
+    events += [("v", item, t) for item, t in zip("edc", (1, 2, 3), strict=True)]
     return prepare(raw_from(events), k=1)
 
 
 def test_example_stages(five):
     u = five.users.index("u")
     row = five.catalog.row
-    seq = [(row(i), t) for i, t in zip("abcde", (10, 20, 30, 40, 50))]
+    seq = [(row(i), t) for i, t in zip("abcde", (10, 20, 30, 40, 50), strict=True)]
     assert five.sequences[u] == seq
     assert five.example(u, "train") == (seq[:2], row("c"))
     assert five.example(u, "valid") == (seq[:3], row("d"))
@@ -177,9 +177,9 @@ def test_history_events_and_popularity(five):
     u = five.users.index("u")
     history, _ = five.example(u, "test")
     assert [(e.item_id, e.timestamp) for e in five.history_events(history)] == [("a", 10), ("b", 20), ("c", 30), ("d", 40)]
-    pop = dict(zip(five.catalog.ids, five.item_popularity("train")))
+    pop = dict(zip(five.catalog.ids, five.item_popularity("train"), strict=True))
     assert pop == {"a": 1, "b": 1, "c": 0, "d": 0, "e": 0}  # u: a, b; v: nothing before its first target
-    pop_all = dict(zip(five.catalog.ids, five.item_popularity("all")))
+    pop_all = dict(zip(five.catalog.ids, five.item_popularity("all"), strict=True))
     assert pop_all == {"a": 1, "b": 1, "c": 2, "d": 2, "e": 2}
 
 
@@ -187,7 +187,7 @@ def test_history_events_and_popularity(five):
 
 
 def test_split_hash_tracks_the_data():
-    events = [("u", i, t) for i, t in zip("abcd", (1, 2, 3, 4))] + [("v", i, t) for i, t in zip("dcb", (1, 2, 3))]
+    events = [("u", i, t) for i, t in zip("abcd", (1, 2, 3, 4), strict=True)] + [("v", i, t) for i, t in zip("dcb", (1, 2, 3), strict=True)]
     base = prepare(raw_from(events), k=1).split_hash
     assert len(base) == 64
     assert prepare(raw_from(list(events)), k=1).split_hash == base

@@ -72,7 +72,7 @@ def test_distillation_moves_student_towards_targets(trained):
     oracle = {t.subject: t for t in build_tasks(ds, "oracle")}
     targets = encode(model.encoder, [
         target_text(_fixture_text(ds, oracle[f"user:{user}"]), ds.catalog.at(target))
-        for user, (_, target) in zip(ds.users, examples)
+        for user, (_, target) in zip(ds.users, examples, strict=True)
     ])
     before = (encode(model.encoder, texts) * targets).sum(1).mean()
     after = (encode(model.student, texts) * targets).sum(1).mean()
@@ -89,7 +89,7 @@ def test_bundle_reloads_and_onnx_top_k_matches_pytorch(trained):
     torch_scores = model.score(ds, users, histories)
     onnx_scores = BundleScorer(bundle_dir).score(ds, users, histories)
     assert np.abs(torch_scores - onnx_scores).max() < 1e-4
-    same = [set(np.argsort(-t)[:10]) == set(np.argsort(-o)[:10]) for t, o in zip(torch_scores, onnx_scores)]
+    same = [set(np.argsort(-t)[:10]) == set(np.argsort(-o)[:10]) for t, o in zip(torch_scores, onnx_scores, strict=True)]
     assert sum(same) >= 0.95 * len(same)
 
 

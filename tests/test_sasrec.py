@@ -45,8 +45,8 @@ def test_checkpoint_resumes_instead_of_restarting(tmp_path):
 def test_a_run_ended_by_the_epoch_cap_is_labelled_not_converged(tmp_path, monkeypatch):
     import json
 
-    import training.evaluation.report as report
     from training.baselines import NOT_CONVERGED, run_sasrec
+    from training.evaluation import report
     from training.evaluation.summary import main_table
 
     monkeypatch.setenv("R2END_HOME", str(tmp_path / "home"))
@@ -204,8 +204,8 @@ COMMON = {"max_len": 20, "batch_size": 8, "max_epochs": 3, "patience": 100}
 
 
 def _tiny_grid(tmp_path, monkeypatch, home: str):
-    import training.evaluation.report as report
     from training import baselines
+    from training.evaluation import report
 
     monkeypatch.setitem(baselines.SASREC_GRIDS, "tiny", TINY)
     monkeypatch.setenv("R2END_HOME", str(tmp_path / home))

@@ -100,7 +100,7 @@ def test_batch_equals_single_calls(client):
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert len(results) == 3
-    for request, result in zip(requests, results):
+    for request, result in zip(requests, results, strict=True):
         single = client.post("/recommend", json=request).json()
         assert [i["item_id"] for i in result["items"]] == [i["item_id"] for i in single["items"]]
         assert [i["score"] for i in result["items"]] == pytest.approx([i["score"] for i in single["items"]], abs=1e-5)

@@ -36,34 +36,33 @@ def prometheus(service, tmp_path):
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
-    log = open(tmp_path / "prometheus.log", "wb")
-    process = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        with httpx.Client(timeout=5) as http:
-            while True:
-                assert process.poll() is None, (tmp_path / "prometheus.log").read_text()
-                try:
-                    if http.get(url + "/-/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "prometheus did not become ready"
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
+    with open(tmp_path / "prometheus.log", "wb") as log:
+        process = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
-        log.close()
+            deadline = time.monotonic() + TIMEOUT
+            with httpx.Client(timeout=5) as http:
+                while True:
+                    assert process.poll() is None, (tmp_path / "prometheus.log").read_text()
+                    try:
+                        if http.get(url + "/-/ready").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    assert time.monotonic() < deadline, "prometheus did not become ready"
+                    time.sleep(0.1)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=30)
 
 
 def query(http: httpx.Client, url: str, expr: str) -> list[dict]:

@@ -39,7 +39,7 @@ PARTIAL = "grid subset, not a tuned result"
 def grid_configs(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Every combination of a grid (one empty dict for no grid)."""
     keys = sorted(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
 def select_grid(grid_name: str, only: dict[str, list[Any]] | None = None) -> list[dict[str, Any]]:

@@ -145,7 +145,7 @@ def export_graph(model: Any, projection: Projection | None, path: Path, fuse: bo
         tokens = model.tokenizer(texts, padding=True, truncation=True, max_length=model.max_seq_length, return_tensors="np")
         ids, mask = tokens["input_ids"].astype(np.int64), tokens["attention_mask"].astype(np.int64)
         diff = float(np.abs(_run(fused_path, ids, mask) - _run(path, ids, mask)).max())
-    except Exception as exc:  # an encoder the optimizer cannot handle keeps the plain graph
+    except Exception as exc:  # noqa: BLE001 - an encoder the optimizer cannot handle keeps the plain graph
         log.warning("fused export failed (%s: %s); keeping the unfused graph", type(exc).__name__, exc)
         fused_path.unlink(missing_ok=True)
         return {"fused": False, "fusion_error": f"{type(exc).__name__}: {exc}"[:300]}

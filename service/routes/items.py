@@ -11,13 +11,13 @@ from fastapi import APIRouter, Depends, Path, Response
 
 from service.deps import RuntimeDep, require_writer
 from service.errors import ServiceError
-from service.routes import ERRORS
+from service.routes import ERRORS, Responses
 from service.schemas import ITEM_ID_MAX, ErrorResponse, ItemChange, ItemIn, ItemOut
 
 router = APIRouter(prefix="/items", tags=["items"], responses=ERRORS)
 ItemId = Annotated[str, Path(min_length=1, max_length=ITEM_ID_MAX, description="catalogue item id")]
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "no such item"}}
-WRITE = {
+NOT_FOUND: Responses = {404: {"model": ErrorResponse, "description": "no such item"}}
+WRITE: Responses = {
     401: {"model": ErrorResponse, "description": "no credential (Authorization: Bearer <R2END_WRITE_TOKEN>)"},
     403: {"model": ErrorResponse, "description": "wrong write token, or writes are off (R2END_WRITE_TOKEN unset)"},
 }

@@ -17,8 +17,9 @@ import typer
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from training.cli import data, model, serve, teach  # noqa: E402  (after the offline switches)
-from training.cli.common import setup_logging  # noqa: E402
+# after the offline switches above
+from training.cli import data, model, serve, teach
+from training.cli.common import setup_logging
 
 app = typer.Typer(
     help="r2end: Reasoning-to-Encoder Distillation for recommendation.", no_args_is_help=True, pretty_exceptions_show_locals=False

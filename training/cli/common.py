@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -34,10 +34,10 @@ QUIET_ENVIRONMENT = {
 
 DatasetArg = Annotated[str, typer.Argument(help="dataset: ml-100k, ml-1m or one added with `r2end data add` (or a name for --format/--path data)")]
 FormatOpt = Annotated[
-    Optional[str], typer.Option("--format", help="raw format: recbole, ml-100k, ml-1m, ml-latest, amazon-2014, amazon-2018, yelp")
+    str | None, typer.Option("--format", help="raw format: recbole, ml-100k, ml-1m, ml-latest, amazon-2014, amazon-2018, yelp")
 ]
-PathOpt = Annotated[Optional[Path], typer.Option("--path", help="folder of raw files for --format")]
-SetOpt = Annotated[list[str], typer.Option("--set", help="override a config field: key=value (the value is JSON, else a string)")]
+PathOpt = Annotated[Path | None, typer.Option("--path", help="folder of raw files for --format")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config field: key=value (the value is JSON, else a string)")]
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 
 DatasetOpt = Annotated[str, typer.Option(help="dataset: ml-100k, ml-1m or one added with `r2end data add`")]
 VariantOpt = Annotated[str, typer.Option(help="name of this configuration in results and bundles")]
-BundleOutOpt = Annotated[Optional[Path], typer.Option(help="bundle output folder (default $R2END_HOME/bundles/<dataset>/<variant>)")]
-TeacherDirOpt = Annotated[Optional[Path], typer.Option(help="teacher data folder (default: the repo's data/teacher)")]
+BundleOutOpt = Annotated[Path | None, typer.Option(help="bundle output folder (default $R2END_HOME/bundles/<dataset>/<variant>)")]
+TeacherDirOpt = Annotated[Path | None, typer.Option(help="teacher data folder (default: the repo's data/teacher)")]
 
 
 def _r2end_config(dataset: str, variant: str, config_file: Path | None, sets: list[str], **extra: Any):
@@ -28,12 +28,12 @@ def _r2end_config(dataset: str, variant: str, config_file: Path | None, sets: li
     if config_file is not None:
         try:
             from_file = json.loads(config_file.read_text())
-            if not isinstance(from_file, dict):
-                raise ValueError(f"expected a JSON object, got {type(from_file).__name__}")
-            for key in from_file:
+            for key in from_file if isinstance(from_file, dict) else ():
                 check_field(key, R2ENDConfig)
         except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
             fail(f"{config_file}: {exc}")
+        if not isinstance(from_file, dict):
+            fail(f"{config_file}: expected a JSON object, got {type(from_file).__name__}")
         values.update(from_file)
     return build_config(R2ENDConfig, sets, **values)
 
@@ -60,14 +60,14 @@ def baseline(
     name: Annotated[str, typer.Argument(help="pop, sasrec-ce or meanpool")],
     dataset: DatasetArg,
     grid: Annotated[str, typer.Option(help="SASRec tuning grid: none, small, wide (issue #12, 36 configurations), wide-1m")] = "small",
-    only: Annotated[list[str], typer.Option("--only", help="run a subset of the grid: key=v1,v2 (e.g. hidden=256); results go to $R2END_HOME/runs/partial-results")] = [],
-    max_epochs: Annotated[Optional[int], typer.Option(help="SASRec epoch cap (early stopping usually ends sooner)")] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="run a subset of the grid: key=v1,v2 (e.g. hidden=256); results go to $R2END_HOME/runs/partial-results")] = None,
+    max_epochs: Annotated[int | None, typer.Option(help="SASRec epoch cap (early stopping usually ends sooner)")] = None,
     threads: Annotated[int, typer.Option(help="torch threads for SASRec")] = 1,
     encoder: Annotated[str, typer.Option(help="encoder for meanpool")] = "all-MiniLM-L6-v2",
     max_items: Annotated[int, typer.Option(help="history items pooled by meanpool")] = 8,
     no_mask: Annotated[bool, typer.Option("--no-mask", help="do not mask history items when ranking")] = False,
     cold_start: Annotated[float, typer.Option(help="cold-start protocol: share of items held out of training (0 = off)")] = 0.0,
-    set_: Annotated[list[str], typer.Option("--set", help="SASRec config field: key=value (e.g. hidden=128)")] = [],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="SASRec config field: key=value (e.g. hidden=128)")] = None,
     fmt: FormatOpt = None,
     path: PathOpt = None,
 ) -> None:
@@ -81,9 +81,9 @@ def baseline(
         from training.models.sasrec import SASRecConfig
 
         given = {"threads": threads, **({"max_epochs": max_epochs} if max_epochs else {})}
-        overrides = build_config(SASRecConfig, set_, **given).model_dump(exclude_unset=True)
+        overrides = build_config(SASRecConfig, set_ or [], **given).model_dump(exclude_unset=True)
         try:
-            subset = _grid_subset(only)
+            subset = _grid_subset(only or [])
             baselines.select_grid(grid, subset)
         except ValueError as exc:
             fail(str(exc))
@@ -109,8 +109,8 @@ def baseline(
 def train(
     dataset: DatasetOpt = "ml-100k",
     variant: VariantOpt = "r2end",
-    config_file: Annotated[Optional[Path], typer.Option(help="JSON file of R2ENDConfig fields")] = None,
-    set_: SetOpt = [],
+    config_file: Annotated[Path | None, typer.Option(help="JSON file of R2ENDConfig fields")] = None,
+    set_: SetOpt = None,
     bundle: BundleOutOpt = None,
     no_export: Annotated[bool, typer.Option("--no-export", help="train and evaluate only")] = False,
     allow_partial: Annotated[bool, typer.Option(help="run even if teacher data is incomplete (results go to $R2END_HOME/runs)")] = False,
@@ -119,7 +119,7 @@ def train(
     """Train R2END from cached teacher data, evaluate it, export the bundle."""
     from training.r2end.run import bundle_dir, train_and_report
 
-    config = _r2end_config(dataset, variant, config_file, set_)
+    config = _r2end_config(dataset, variant, config_file, set_ or [])
     ds = load_dataset(dataset)
     target = None if no_export else (bundle or bundle_dir(dataset, variant))
     try:
@@ -158,17 +158,17 @@ def export(
 @app.command("ablations")
 def ablations(
     dataset: DatasetOpt = "ml-100k",
-    only: Annotated[Optional[str], typer.Option(help="comma-separated subset of variant names")] = None,
+    only: Annotated[str | None, typer.Option(help="comma-separated subset of variant names")] = None,
     cold_start: Annotated[float, typer.Option(help="run under the cold-start protocol with this share of items held out")] = 0.0,
     with_baselines: Annotated[bool, typer.Option(help="also run Pop and SASRec-CE (its tuned config) under the same protocol")] = False,
     allow_partial: bool = False,
     data_dir: TeacherDirOpt = None,
-    set_: Annotated[list[str], typer.Option("--set", help="override a base config field: key=value")] = [],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a base config field: key=value")] = None,
 ) -> None:
     """The paper's Table 2 and the R2END+CF variants, each a config switch, one result file each."""
     from training.r2end.run import ablation_configs, train_and_report
 
-    base = _r2end_config(dataset, "r2end", None, set_ + [f"cold_start_share={cold_start}"])
+    base = _r2end_config(dataset, "r2end", None, [*(set_ or []), f"cold_start_share={cold_start}"])
     try:
         configs = ablation_configs(base, only.split(",") if only else None)
     except ValueError as exc:
@@ -197,7 +197,7 @@ def ablations(
 def evaluate_bundle(
     bundle: Annotated[Path, typer.Argument(help="bundle folder")],
     int8: Annotated[bool, typer.Option(help="use the int8 user graph")] = False,
-    threads: Annotated[Optional[int], typer.Option(help="ONNX Runtime threads")] = None,
+    threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads")] = None,
     write: Annotated[bool, typer.Option(help="write docs/results/<dataset>/<variant>-onnx-<precision>.json")] = True,
 ) -> None:
     """Evaluate an exported bundle through ONNX Runtime (the serving path) on the test split."""
@@ -255,7 +255,7 @@ def bench(ctx: typer.Context) -> None:
 
 @app.command("report")
 def report(
-    dataset: Annotated[Optional[str], typer.Option(help="a dataset added with `r2end data add`: its own results table")] = None,
+    dataset: Annotated[str | None, typer.Option(help="a dataset added with `r2end data add`: its own results table")] = None,
 ) -> None:
     """Regenerate the tables of docs/RESULTS.md from docs/results/*/*.json (or, with --dataset, one added dataset's table)."""
     if dataset is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -24,11 +24,11 @@ def configure(verbose: bool) -> None:
 
 @app.command("serve")
 def serve(
-    bundle: Annotated[Optional[Path], typer.Option(help="bundle folder (or R2END_BUNDLE_PATH)")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="instead of --bundle: the bundle `r2end train --dataset` exported")] = None,
+    bundle: Annotated[Path | None, typer.Option(help="bundle folder (or R2END_BUNDLE_PATH)")] = None,
+    dataset: Annotated[str | None, typer.Option(help="instead of --bundle: the bundle `r2end train --dataset` exported")] = None,
     variant: Annotated[str, typer.Option(help="with --dataset: the variant trained (r2end train --variant)")] = "r2end",
-    host: Annotated[Optional[str], typer.Option(help="bind address (or R2END_HOST)")] = None,
-    port: Annotated[Optional[int], typer.Option(help="port (or R2END_PORT)")] = None,
+    host: Annotated[str | None, typer.Option(help="bind address (or R2END_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (or R2END_PORT)")] = None,
 ) -> None:
     """Serve a bundle over HTTP (FastAPI + ONNX Runtime + FAISS; no torch)."""
     from service.main import run

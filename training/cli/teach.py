@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -15,9 +15,9 @@ from training.cli.common import DatasetArg, FormatOpt, PathOpt, console, fail, l
 app = typer.Typer(help="Teacher LLM: rationales and item descriptions.", no_args_is_help=True)
 
 KindsOpt = Annotated[str, typer.Option(help="comma-separated, in order: oracle, description, unguided")]
-DataDirOpt = Annotated[Optional[Path], typer.Option(help="teacher data folder (default: the repo's data/teacher)")]
-LimitOpt = Annotated[Optional[int], typer.Option(help="stop after this many new generations per kind")]
-ApiKeyOpt = Annotated[Optional[str], typer.Option(help="bearer token for --endpoint (or R2END_TEACHER_API_KEY)")]
+DataDirOpt = Annotated[Path | None, typer.Option(help="teacher data folder (default: the repo's data/teacher)")]
+LimitOpt = Annotated[int | None, typer.Option(help="stop after this many new generations per kind")]
+ApiKeyOpt = Annotated[str | None, typer.Option(help="bearer token for --endpoint (or R2END_TEACHER_API_KEY)")]
 
 
 def _kinds(kinds: str) -> list[str]:
@@ -41,11 +41,11 @@ def teach_run(
     dataset: DatasetArg,
     kinds: KindsOpt = "oracle,description,unguided",
     model: Annotated[str, typer.Option(help="registered model name or .gguf path; with --endpoint, the served model name")] = "qwen2.5-coder-1.5b",
-    endpoint: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL; default: a local llama.cpp server")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL; default: a local llama.cpp server")] = None,
     api_key: ApiKeyOpt = None,
     concurrency: Annotated[int, typer.Option(help="requests in flight for --endpoint")] = 4,
     parallel: Annotated[int, typer.Option(help="llama.cpp slots for the local server")] = 4,
-    threads: Annotated[Optional[int], typer.Option(help="llama.cpp threads for the local server (default: all cores)")] = None,
+    threads: Annotated[int | None, typer.Option(help="llama.cpp threads for the local server (default: all cores)")] = None,
     limit: LimitOpt = None,
     data_dir: DataDirOpt = None,
     fmt: FormatOpt = None,
@@ -129,7 +129,7 @@ def teach_run_ray(
     api_key: ApiKeyOpt = None,
     actors: Annotated[int, typer.Option(help="Ray actors, each with its own HTTP client")] = 2,
     requests_per_actor: Annotated[int, typer.Option(help="requests each actor keeps in flight (= batch size)")] = 4,
-    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: a local Ray instance)")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: a local Ray instance)")] = None,
     limit: LimitOpt = None,
     data_dir: DataDirOpt = None,
     fmt: FormatOpt = None,
@@ -164,7 +164,7 @@ def teach_serve(
     model: str = "qwen2.5-coder-1.5b",
     port: int = 8088,
     parallel: int = 4,
-    threads: Annotated[Optional[int], typer.Option(help="llama.cpp threads (default: all cores)")] = None,
+    threads: Annotated[int | None, typer.Option(help="llama.cpp threads (default: all cores)")] = None,
 ) -> None:
     """Serve a local GGUF model on 127.0.0.1 with an OpenAI-compatible API."""
     from training.teacher.server import main

@@ -33,8 +33,8 @@ def check_raw(raw: RawDataset) -> list[str]:
             f"do the item ids of the two files match?",
         )
     return [
-        f"{where}:{first.line}: field {raw.item_field!r}: item {first.item_id!r} has no metadata in {items_file} "
-        f"({len(without):,} items, {events:,} interactions like this; kept with the id as their only text, unless the k-core filter drops them)"
+        (f"{where}:{first.line}: field {raw.item_field!r}: item {first.item_id!r} has no metadata in {items_file} "
+         f"({len(without):,} items, {events:,} interactions like this; kept with the id as their only text, unless the k-core filter drops them)")
     ]
 
 
@@ -50,6 +50,6 @@ def check_prepared(ds: PreparedDataset, raw: RawDataset, k: int) -> list[str]:
         )
     short = ds.report.get("dropped: users too short for a leave-one-out split", 0)
     if short:
-        return [f"{where}: {short:,} users have fewer than {MIN_SEQUENCE} events after the {k}-core filter and were dropped "
-                f"(leave-one-out needs a training, a validation and a test event)"]
+        return [(f"{where}: {short:,} users have fewer than {MIN_SEQUENCE} events after the {k}-core filter and were dropped "
+                 f"(leave-one-out needs a training, a validation and a test event)")]
     return []

@@ -67,7 +67,7 @@ def as_int(value: Any, field_name: str, path: Path, line_no: int) -> int:
         number = float(value)
     except (TypeError, ValueError):
         raise DataFormatError(path, line_no, field_name, f"not a number: {value!r}") from None
-    if number != number or number in (float("inf"), float("-inf")):
+    if not math.isfinite(number):
         raise DataFormatError(path, line_no, field_name, f"not a finite number: {value!r}")
     return int(number)
 

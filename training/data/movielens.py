@@ -33,7 +33,7 @@ def _split(path: Path, line_no: int, line: str, sep: str, fields: tuple[str, ...
     if len(values) != len(fields):
         missing = fields[len(values)] if len(values) < len(fields) else None
         raise DataFormatError(path, line_no, missing, f"expected {len(fields)} {sep!r}-separated fields, got {len(values)}")
-    return dict(zip(fields, values))
+    return dict(zip(fields, values, strict=True))
 
 
 def _interaction(path: Path, line_no: int, row: dict[str, str], user: str, item: str, rating: str, ts: str) -> Interaction:

@@ -79,7 +79,7 @@ class PreparedDataset:
         """sha256 over the ordered sequences and ids: equal hash, equal split."""
         digest = hashlib.sha256()
         digest.update(self.name.encode())
-        for user, seq in zip(self.users, self.sequences):
+        for user, seq in zip(self.users, self.sequences, strict=True):
             digest.update(user.encode() + b"\x00")
             for row, ts in seq:
                 digest.update(f"{self.catalog.at(row).item_id}@{ts};".encode())
@@ -118,7 +118,7 @@ def deduplicate(interactions: list[Interaction]) -> tuple[list[Interaction], int
         if pair not in seen:
             seen.add(pair)
             keep[n] = True
-    kept = [i for i, k in zip(interactions, keep) if k]
+    kept = [i for i, k in zip(interactions, keep, strict=True) if k]
     return kept, len(interactions) - len(kept)
 
 

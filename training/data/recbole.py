@@ -50,7 +50,7 @@ def load_recbole(directory: Path, name: str | None = None) -> RawDataset:
     names, rows = _read_table(inter_path, ("user_id", "item_id", "timestamp"))
     interactions = []
     for line_no, values in rows:
-        row = dict(zip(names, values))
+        row = dict(zip(names, values, strict=True))
         for key in ("user_id", "item_id"):
             if not row[key].strip():
                 raise DataFormatError(inter_path, line_no, key, "empty value")
@@ -69,7 +69,7 @@ def load_recbole(directory: Path, name: str | None = None) -> RawDataset:
     if item_path.exists():
         names, rows = _read_table(item_path, ("item_id",))
         for line_no, values in rows:
-            row = dict(zip(names, values))
+            row = dict(zip(names, values, strict=True))
             item_id = row["item_id"]
             if item_id in items:
                 raise DataFormatError(item_path, line_no, "item_id", f"duplicate item id {item_id!r}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from index.catalog import ItemMeta
@@ -22,7 +22,7 @@ def _timestamp(value: str, path: Path, line_no: int) -> int:
             moment = datetime.strptime(value, "%Y-%m-%d")
         except (TypeError, ValueError):
             raise DataFormatError(path, line_no, "date", f"expected 'YYYY-MM-DD HH:MM:SS', got {value!r}") from None
-    return int(moment.replace(tzinfo=timezone.utc).timestamp())
+    return int(moment.replace(tzinfo=UTC).timestamp())
 
 
 def load_yelp(directory: Path) -> RawDataset:

@@ -27,5 +27,5 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_resamples: int = 2000, seed
         "ci_high": float(high),
         "ratio": float(a.mean() / base) if base else float("nan"),
         "significant": bool(low > 0 or high < 0),
-        "users": int(len(diff)),
+        "users": len(diff),
     }

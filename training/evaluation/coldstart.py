@@ -20,7 +20,7 @@ from training.evaluation.evaluator import EvalResult
 def pick_cold_items(ds: PreparedDataset, share: float = 0.1, seed: int = 22) -> np.ndarray:
     """Boolean mask over item rows: a uniform random ``share`` of the catalogue."""
     rng = np.random.default_rng(seed)
-    n_cold = int(round(share * ds.n_items))
+    n_cold = round(share * ds.n_items)
     cold = np.zeros(ds.n_items, dtype=bool)
     cold[rng.choice(ds.n_items, size=n_cold, replace=False)] = True
     return cold
@@ -34,7 +34,7 @@ def training_view(ds: PreparedDataset, cold: np.ndarray) -> PreparedDataset:
     cold, are dropped from the view (they are still evaluated on test).
     """
     users, sequences = [], []
-    for user, seq in zip(ds.users, ds.sequences):
+    for user, seq in zip(ds.users, ds.sequences, strict=True):
         train = [event for event in seq[:-2] if not cold[event[0]]]
         if len(train) < 2 or cold[seq[-2][0]]:
             continue

@@ -49,7 +49,7 @@ def tail_items(ds: PreparedDataset, head_share: float = 0.2) -> np.ndarray:
     """Boolean mask of long-tail items: all but the ``head_share`` most popular (training counts)."""
     popularity = np.asarray(ds.item_popularity("train"))
     order = np.argsort(-popularity, kind="stable")
-    n_head = int(round(head_share * ds.n_items))
+    n_head = round(head_share * ds.n_items)
     tail = np.ones(ds.n_items, dtype=bool)
     tail[order[:n_head]] = False
     return tail

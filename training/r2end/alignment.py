@@ -29,7 +29,7 @@ def alignment_analysis(config: R2ENDConfig, ds: PreparedDataset, held_out_share:
     users = np.array([u for u, uid in enumerate(ds.users) if f"user:{uid}" in rationales.texts])
     rng = np.random.default_rng(config.seed)
     rng.shuffle(users)
-    n_held = max(1, int(round(held_out_share * len(users))))
+    n_held = max(1, round(held_out_share * len(users)))
     held, train = np.sort(users[:n_held]), np.sort(users[n_held:])
     encoder = load_encoder(config.encoder)
     encoder.max_seq_length = config.max_seq_length
@@ -56,7 +56,7 @@ def alignment_analysis(config: R2ENDConfig, ds: PreparedDataset, held_out_share:
         l2 = np.linalg.norm(vectors - held_targets, axis=1)
         return {"cosine": cosine.tolist(), "l2": l2.tolist(), "cosine_mean": float(cosine.mean()), "l2_mean": float(l2.mean())}
 
-    return {"held_out_users": int(len(held)), "distilled_on": int(len(train)), "before": stats(before), "after": stats(after),
+    return {"held_out_users": len(held), "distilled_on": len(train), "before": stats(before), "after": stats(after),
             "config": config.model_dump()}
 
 

@@ -53,7 +53,7 @@ class TrainedR2END:
         missing = sorted({t for t in texts if t not in self._user_cache})
         if missing:
             vectors = encode(self.student, missing, self.config.encode_batch_size)
-            self._user_cache.update(zip(missing, vectors))
+            self._user_cache.update(zip(missing, vectors, strict=True))
         return np.stack([self._user_cache[t] for t in texts]) if texts else np.zeros((0, self.item_embeddings.shape[1]), np.float32)
 
     def user_vectors(self, texts: list[str], projection: Projection | None | str = "default") -> np.ndarray:
@@ -135,11 +135,11 @@ def train_r2end(
         if config.rationale == "unguided-rs" and len(keep):
             ranks = _rank_of_targets(encode(encoder, raw, config.encode_batch_size), item_embeddings, targets[keep])
             accepted = ranks < config.rs_top_k
-            teacher_info["rejection_sampling"] = {"top_k": config.rs_top_k, "accepted": int(accepted.sum()), "of": int(len(keep))}
-            keep, raw = keep[accepted], [r for r, a in zip(raw, accepted) if a]
-        texts = [target_text(r, ds.catalog.at(int(targets[u]))) if config.target_metadata else r for r, u in zip(raw, keep)]
+            teacher_info["rejection_sampling"] = {"top_k": config.rs_top_k, "accepted": int(accepted.sum()), "of": len(keep)}
+            keep, raw = keep[accepted], [r for r, a in zip(raw, accepted, strict=True) if a]
+        texts = [target_text(r, ds.catalog.at(int(targets[u]))) if config.target_metadata else r for r, u in zip(raw, keep, strict=True)]
         target_vectors = encode(encoder, texts, config.encode_batch_size) if texts else np.zeros((0, item_embeddings.shape[1]), np.float32)
-    stage("targets", t0, distillation_examples=int(len(keep)), **teacher_info)
+    stage("targets", t0, distillation_examples=len(keep), **teacher_info)
 
     # 3. student distillation (MSE)
     t0 = time.perf_counter()

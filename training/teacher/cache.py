@@ -85,7 +85,7 @@ class TeacherCache:
         """The file, opened for append and exclusively locked (re-opened if compact() replaced it)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            handle = open(self.path, "a+b")
+            handle = open(self.path, "a+b")  # noqa: SIM115 - returned locked; the caller's context closes it
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             if os.fstat(handle.fileno()).st_ino == os.stat(self.path).st_ino:
                 break

