@@ -26,9 +26,6 @@ vectors are replaced by the new-item form, with ``A`` fitted without them (the c
 protocol's validation has no held-out targets, by construction). Held-out items are in no
 input of any stage: SASRec's softmax excludes them (:func:`collaborative.sasrec_checkpoint`),
 its input leaves them out, and ``A`` and the covariances use warm rows only.
-
-The vectors themselves are built by :mod:`index.hybrid` (pure numpy), the one implementation the
-service and bundle evaluation use too; this module fits the parts and chooses ``w`` and ``b``.
 """
 
 from __future__ import annotations
@@ -41,7 +38,6 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from index.hybrid import item_vectors, sasrec_input, user_vectors
 from training.data.preprocess import PreparedDataset
 from training.evaluation.evaluator import evaluate
 from training.r2end.pipeline import TrainedR2END
@@ -83,6 +79,24 @@ def fit_parts(sasrec_items: np.ndarray, text_items: np.ndarray, trained: np.ndar
     return fit_text_to_sasrec(warm_text, warm_sasrec, ridge), _covariance(warm_sasrec), _covariance(warm_text)
 
 
+def apply_map(mapping: np.ndarray, text: np.ndarray) -> np.ndarray:
+    """Predicted SASRec embeddings of items from their text vectors."""
+    return text @ mapping[:-1] + mapping[-1]
+
+
+def item_vectors(sasrec_items: np.ndarray, text_items: np.ndarray, new: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    """``[E_i ; z_i ; 0]`` for warm rows, ``[A z_i + a ; z_i ; 1]`` for ``new`` rows."""
+    cf = np.where(new[:, None], apply_map(mapping, text_items), sasrec_items)
+    return np.hstack([cf, text_items, new[:, None].astype(np.float32)]).astype(np.float32)
+
+
+def user_vectors(hidden: np.ndarray, text: np.ndarray, cov_cf: np.ndarray, cov_text: np.ndarray, weight: float, bias: float) -> np.ndarray:
+    """``[h ; w sd(h)/sd(z) z ; b sd(h)]`` per user (see the module docstring)."""
+    sd_cf = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", hidden, cov_cf, hidden), 1e-12))
+    sd_text = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", text, cov_text, text), 1e-12))
+    return np.hstack([hidden, (weight * sd_cf / sd_text)[:, None] * text, (bias * sd_cf)[:, None]]).astype(np.float32)
+
+
 @dataclass
 class HybridModel:
     """SASRec-CE + a text path as one inner-product model, a scorer for the evaluator."""
@@ -116,10 +130,12 @@ class HybridModel:
 
     @torch.no_grad()
     def hidden(self, histories: Sequence[list[tuple[int, int]]]) -> np.ndarray:
-        """SASRec's last hidden state h_u; items it never learned are left out of its input (the service's rule, one function)."""
+        """SASRec's last hidden state h_u; items it never learned are left out of its input (as the service does)."""
+        from training.models.sasrec import _left_pad
+
         self.net.eval()
-        batch = sasrec_input([[row for row, _ in h] for h in histories], self.trained, self.net.config.max_len)
-        return self.net(torch.from_numpy(batch))[:, -1, :].numpy()
+        batch = _left_pad([[row for row, _ in h if self.trained[row]] for h in histories], self.net.config.max_len)
+        return self.net(batch)[:, -1, :].numpy()
 
     def users(self, ds: PreparedDataset, histories: Sequence[list[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray]:
         """(h_u, z_u) for histories."""
@@ -137,7 +153,7 @@ class _Fixed:
                  weight: float, bias: float):
         self.name, self.parts, self.model, self.items, self.weight, self.bias = name, parts, model, items, weight, bias
 
-    def score(self, ds, users, histories):  # the evaluator's Scorer protocol
+    def score(self, ds, users, histories):  # noqa: ANN001 - the evaluator's Scorer protocol
         hidden = np.stack([self.parts[u][0] for u in users])
         text = np.stack([self.parts[u][1] for u in users])
         return user_vectors(hidden, text, self.model.cov_cf, self.model.cov_text, self.weight, self.bias) @ self.items.T
@@ -175,7 +191,7 @@ def train_hybrid(base: TrainedR2END, ds: PreparedDataset, config: HybridConfig, 
     rng = np.random.default_rng(config.seed)
     warm_rows = np.flatnonzero(trained)
     pseudo = np.zeros(ds.n_items, dtype=bool)
-    pseudo[rng.choice(warm_rows, size=max(1, round(config.pseudo_new_share * len(warm_rows))), replace=False)] = True
+    pseudo[rng.choice(warm_rows, size=max(1, int(round(config.pseudo_new_share * len(warm_rows)))), replace=False)] = True
     fitted_on = trained & ~pseudo
     pseudo_map = fit_text_to_sasrec(text_items[fitted_on], sasrec_items[fitted_on], config.ridge)
     pseudo_items = item_vectors(sasrec_items, text_items, pseudo | ~trained, pseudo_map)
