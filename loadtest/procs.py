@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,11 @@ from typing import Self
 
 import httpx
 
+from index.osutil import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
 WRITE_TOKEN = "loadtest-write-token"  # R2END_WRITE_TOKEN of the loopback servers started here; Locust's PUTs send it
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def child_env(**extra: object) -> dict[str, str]:

@@ -15,7 +15,8 @@ from typing import Self
 
 import httpx
 
-from loadtest.procs import Managed, child_env, free_port
+from index.osutil import free_port
+from loadtest.procs import Managed, child_env
 
 JOB = "r2end"
 INSTALL_HINT = "apt-get install -y prometheus"

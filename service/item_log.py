@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from index.catalog import ItemMeta
+from index.osutil import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class ItemLog:
                 new = not self.path.exists()
                 self._handle = open(self.path, "ab")  # noqa: SIM115 - kept open across appends; close() closes it
                 if new:
-                    _fsync_dir(self.path.parent)
+                    fsync_dir(self.path.parent)
             start = self._handle.tell()
             try:
                 self._handle.write(line)
@@ -134,16 +135,3 @@ class ItemLog:
             if self._handle is not None:
                 self._handle.close()
                 self._handle = None
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

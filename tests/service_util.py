@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Self
 
 import httpx
 
+from index.osutil import free_port
 from loadtest.procs import WRITE_TOKEN, terminate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,12 +58,6 @@ def set_bundle_version(bundle: Path, bundle_version: str) -> None:
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["bundle_version"] = bundle_version
     (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def service_env(**settings: object) -> dict[str, str]:

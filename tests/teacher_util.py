@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from index.osutil import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 TEST_MODEL = "smollm2-135m"
 # One llama.cpp thread: with two threads on a 2-core machine that is busy with anything
@@ -75,12 +77,6 @@ def write_tiny_recbole(folder: Path, name: str = "ml-tiny", n_users: int = 15, p
         item_lines.append(f"{item}\t{title.rsplit(' (', 1)[0]}\t{title[-5:-1]}\t{genres}")
     (directory / f"{name}.item").write_text("\n".join(item_lines) + "\n")
     return directory
-
-
-def free_port() -> int:
-    from training.teacher.backends.llamacpp import free_port as _free_port
-
-    return _free_port()
 
 
 def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:

@@ -166,7 +166,8 @@ def test_serve_and_report_take_the_dataset_name(home, tiny_encoder, tmp_path):
 
     import httpx
 
-    from loadtest.procs import child_env, free_port, terminate
+    from index.osutil import free_port
+    from loadtest.procs import child_env, terminate
     from training.data.registry import load_dataset
 
     name, _, _ = add_and_train("recbole", tiny_encoder)

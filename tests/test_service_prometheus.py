@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from service_util import REPO, free_port
+from service_util import REPO
 
+from index.osutil import free_port
 from service.metrics import METRICS_PATH
 
 pytestmark = pytest.mark.slow

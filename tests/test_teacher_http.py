@@ -17,8 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from teacher_util import REPO, TEST_MODEL, free_port, llama_server, subprocess_env, write_tiny_recbole
+from teacher_util import REPO, TEST_MODEL, llama_server, subprocess_env, write_tiny_recbole
 
+from index.osutil import free_port
 from training.data.registry import load_dataset
 from training.teacher.backends.base import GenerationRequest, TeacherAuthError, TeacherError, TeacherModelNotFound
 from training.teacher.backends.openai_http import OpenAIHTTPBackend

@@ -21,7 +21,7 @@ from training.evaluation.evaluator import evaluate
 from training.evaluation.report import write_result
 from training.models.meanpool import MeanPool
 from training.models.popularity import Popularity
-from training.paths import home
+from training.paths import runs_dir
 
 BASELINES = ("pop", "sasrec-ce", "meanpool")
 SASREC_GRIDS: dict[str, dict[str, list[Any]]] = {
@@ -137,7 +137,7 @@ def run_sasrec(
     if not points:
         raise ValueError(f"--only {only}: no configuration of grid {grid_name!r} left")
     full, (ds, cold) = ds, cold_setup(ds, cold_share)
-    folder = home() / "runs" / "sasrec" / ds.name
+    folder = runs_dir() / "sasrec" / ds.name
 
     trials = []
     best_model, best_valid = None, None
@@ -173,7 +173,7 @@ def run_sasrec(
         notes += f"; {NOT_CONVERGED} at max_epochs={best_model.config.max_epochs} while validation NDCG@10 still improved"
         notes += " (the checkpoint resumes with a higher cap)"
     name = "sasrec-ce" if cold is None else "sasrec-ce-cold"
-    out_dir = home() / "runs" / "partial-results" if only else None
+    out_dir = runs_dir() / "partial-results" if only else None
     if curve_path is not None and not only:
         plot_curves(trials, curve_path.with_name(f"{name}-curves.png"), f"{name} on {ds.name}: validation NDCG@10 per epoch")
     return write_result(

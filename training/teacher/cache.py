@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from index.osutil import fsync_dir
+
 
 def cache_key(template_version: str, model_id: str, params: dict[str, Any], prompt: str) -> str:
     """The content address of one generation request."""
@@ -136,22 +138,10 @@ class TeacherCache:
                 os.fsync(out.fileno())
                 inode = os.fstat(out.fileno()).st_ino
             os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
             # What this reader has seen is exactly what it wrote: another process may append to the
             # new file as soon as it is renamed (it does not wait for our lock on the old inode), so
             # stat() here could already count a line that was never read into _records.
             self._offset = written
             self._inode = inode
         return len(self._records)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (best effort where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

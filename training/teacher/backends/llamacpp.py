@@ -10,12 +10,12 @@ generation throughput of one (``scripts/bench_teacher.py`` measures it).
 from __future__ import annotations
 
 import os
-import socket
 import time
 from dataclasses import dataclass
 
 import httpx
 
+from index.osutil import free_port
 from training.teacher.backends.openai_http import OpenAIHTTPBackend
 from training.teacher.models import resolve_model
 
@@ -33,13 +33,6 @@ class LlamaCppSettings:
     ctx_per_slot: int = 2048
     poll: int = int(os.environ.get("R2END_LLAMA_POLL") or 0)
     n_batch: int = 512
-
-
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LlamaCppServer:
