@@ -23,6 +23,8 @@ Exported names (the Grafana dashboard and tests use these):
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_fastapi_instrumentator import Instrumentator
 
@@ -77,3 +79,18 @@ def instrument(app: FastAPI, metrics: ServiceMetrics) -> None:
     )
     instrumentator.instrument(app, latency_lowr_buckets=LATENCY_BUCKETS)
     instrumentator.expose(app, endpoint=METRICS_PATH, include_in_schema=True, tags=["ops"])
+    _document_text_exposition(app)
+
+
+def _document_text_exposition(app: FastAPI) -> None:
+    """The OpenAPI entry of ``/metrics`` says what it serves: Prometheus text, not JSON.
+
+    The instrumentator registers the route with FastAPI's default (JSON) response class; its
+    handler returns its own Response, so only the published schema changes here.
+    """
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.path == METRICS_PATH:
+            route.response_class = PlainTextResponse
+            route.responses = {200: {"description": "Prometheus text exposition format",
+                                     "content": {"text/plain": {"schema": {"type": "string"}}}}}
+    app.openapi_schema = None  # rebuilt on the next request for it
