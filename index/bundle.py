@@ -13,6 +13,13 @@ Layout::
     item_encoder.onnx      tokens -> z_i (frozen encoder + pooling + projection + L2 norm)
     tokenizer.json         the encoders' tokenizer (Hugging Face ``tokenizers`` format)
 
+An R2END-Hybrid bundle (manifest section ``hybrid``, see :mod:`index.hybrid`) adds::
+
+    sasrec.onnx            SASRec's last hidden state h_u from left-padded item rows + 1 (0 = padding)
+    hybrid_arrays.npz      C_E, C_Z, the text -> SASRec ridge map and the trained-item mask
+
+and its item vectors/index hold the hybrid vectors ``[E_i ; z_i ; 0]`` / ``[A z_i + a ; z_i ; 1]``
+(dim ``sasrec_dim + output_dim + 1``) while the text graphs still output ``output_dim``.
 :func:`load_manifest` refuses a bundle whose schema version, checksums or dims don't
 match, with a message naming the file and the mismatch.
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +48,8 @@ ITEM_ONNX = "item_encoder.onnx"
 TOKENIZER = "tokenizer.json"
 HISTORY_EMBEDDINGS = "history_item_embeddings.npy"
 HISTORY_ONNX = "history_encoder.onnx"
+SASREC_ONNX = "sasrec.onnx"
+HYBRID_ARRAYS = "hybrid_arrays.npz"
 REQUIRED_FILES = (CATALOG, ITEM_VECTORS, ITEM_INDEX, USER_ONNX, ITEM_ONNX, TOKENIZER)
 
 
@@ -61,6 +71,63 @@ class HistoryTower(BaseModel):
     trained_items: int | None = None
 
 
+class HybridSpec(BaseModel):
+    """R2END-Hybrid (:mod:`index.hybrid`): SASRec's user state and the text path in one inner product.
+
+    Users are ``[h_u ; weight * sd(h_u)/sd(z_u) * z_u ; bias * sd(h_u)]`` where h_u is the
+    ``sasrec_file`` graph's output over the last ``max_len`` *trained* history rows; the spreads
+    and the new-item map come from ``arrays_file`` (:class:`HybridArrays`).
+    """
+
+    sasrec_file: str = SASREC_ONNX
+    arrays_file: str = HYBRID_ARRAYS
+    max_len: int = Field(gt=0, description="SASRec's input length: the last max_len trained history rows, left-padded")
+    sasrec_dim: int = Field(gt=0, description="H, SASRec's hidden size")
+    weight: float = Field(description="w, the text path's weight in SASRec score-spread units")
+    bias: float = Field(description="b, new items' offset in units of the user's SASRec score spread")
+
+
+@dataclass(frozen=True)
+class HybridArrays:
+    """``hybrid_arrays.npz``: what the hybrid vectors are built from besides the two graphs."""
+
+    cov_cf: np.ndarray
+    """C_E (H, H): covariance of the trained items' SASRec embeddings."""
+    cov_text: np.ndarray
+    """C_Z (D, D): covariance of the trained items' text vectors."""
+    mapping: np.ndarray
+    """(D + 1, H): the ridge map ``[z, 1] -> E`` that gives new items a SASRec embedding."""
+    trained: np.ndarray
+    """(n_items,) bool: rows SASRec learned; the others (held out) are new items and not in its input."""
+
+    def save(self, path: Path) -> None:
+        np.savez(path, cov_cf=self.cov_cf, cov_text=self.cov_text, mapping=self.mapping, trained=self.trained)
+
+    @classmethod
+    def load(cls, path: Path, spec: HybridSpec, n_items: int, text_dim: int) -> HybridArrays:
+        """Read and check the arrays against the manifest's dims; :class:`BundleError` names the file."""
+        h, d = spec.sasrec_dim, text_dim
+        expected = {
+            "cov_cf": ((h, h), "f"),
+            "cov_text": ((d, d), "f"),
+            "mapping": ((d + 1, h), "f"),
+            "trained": ((n_items,), "b"),
+        }
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in expected if name in data.files}
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{path}: unreadable ({exc})") from exc
+        for name, (shape, kind) in expected.items():
+            if name not in arrays:
+                raise BundleError(f"{path}: no array {name!r}")
+            if arrays[name].shape != shape or arrays[name].dtype.kind != kind:
+                raise BundleError(f"{path}: {name} is {arrays[name].dtype} {arrays[name].shape}, expected {shape} ({kind})")
+            if kind == "f" and not np.isfinite(arrays[name]).all():
+                raise BundleError(f"{path}: {name} holds non-finite values")
+        return cls(**{name: a.astype(np.float32) if a.dtype.kind == "f" else a for name, a in arrays.items()})
+
+
 class Manifest(BaseModel):
     """``manifest.json``: what the bundle is and how it was made."""
 
@@ -69,7 +136,7 @@ class Manifest(BaseModel):
     variant: str = Field(description="which model: r2end (the paper), r2end-cf, an ablation, ...")
     encoder: str
     embedding_dim: int
-    output_dim: int
+    output_dim: int = Field(description="dim of the user/item text graphs' output (and of the index, unless hybrid)")
     max_seq_length: int
     tokenizer: str = TOKENIZER
     index_kind: str = "flat"
@@ -82,7 +149,13 @@ class Manifest(BaseModel):
     metrics: dict[str, Any] = {}
     config: dict[str, Any] = {}
     history_tower: HistoryTower | None = None
+    hybrid: HybridSpec | None = None
     files: dict[str, str] = Field(description="sha256 of every file except the manifest")
+
+    @property
+    def index_dim(self) -> int:
+        """Dim of the item vectors and the FAISS index: the text dim, plus SASRec's and a flag for hybrids."""
+        return self.output_dim if self.hybrid is None else self.hybrid.sasrec_dim + self.output_dim + 1
 
 
 def sha256_file(path: Path) -> str:
@@ -129,12 +202,34 @@ def load_manifest(directory: Path, verify_checksums: bool = True) -> Manifest:
         if verify_checksums and sha256_file(file_path) != expected:
             raise BundleError(f"{file_path}: sha256 does not match the manifest (file changed or corrupt)")
     vectors = np.load(directory / ITEM_VECTORS, mmap_mode="r")
-    if vectors.shape != (manifest.n_items, manifest.output_dim):
+    if vectors.shape != (manifest.n_items, manifest.index_dim):
         raise BundleError(
-            f"{directory / ITEM_VECTORS}: shape {vectors.shape}, manifest says ({manifest.n_items}, {manifest.output_dim})"
+            f"{directory / ITEM_VECTORS}: shape {vectors.shape}, manifest says ({manifest.n_items}, {manifest.index_dim})"
         )
     if manifest.history_tower is not None and manifest.history_tower.kind == "mean":
         table = np.load(directory / manifest.history_tower.file, mmap_mode="r")
         if table.shape != (manifest.n_items, manifest.output_dim):
-            raise BundleError(f"{directory / manifest.history_tower.file}: shape {table.shape}, expected ({manifest.n_items}, {manifest.output_dim})")
+            raise BundleError(
+                f"{directory / manifest.history_tower.file}: shape {table.shape}, expected ({manifest.n_items}, {manifest.output_dim})"
+            )
+    if manifest.hybrid is not None:
+        load_hybrid_arrays(directory, manifest, vectors)
     return manifest
+
+
+def load_hybrid_arrays(directory: Path, manifest: Manifest, vectors: np.ndarray | None = None) -> HybridArrays:
+    """A hybrid bundle's arrays, checked against the manifest and against the item vectors' flag column
+    (1 exactly on the rows that are not trained, i.e. new items)."""
+    spec = manifest.hybrid
+    if spec is None:
+        raise BundleError(f"{Path(directory) / MANIFEST}: no hybrid section")
+    for name in (spec.sasrec_file, spec.arrays_file):
+        if name not in manifest.files:
+            raise BundleError(f"{Path(directory) / MANIFEST}: no checksum for the hybrid file {name}")
+    arrays = HybridArrays.load(Path(directory) / spec.arrays_file, spec, manifest.n_items, manifest.output_dim)
+    vectors = np.load(Path(directory) / ITEM_VECTORS, mmap_mode="r") if vectors is None else vectors
+    if not np.array_equal(np.asarray(vectors[:, -1]) != 0, ~arrays.trained):
+        raise BundleError(
+            f"{Path(directory) / spec.arrays_file}: trained mask does not match the new-item flags of {ITEM_VECTORS}"
+        )
+    return arrays

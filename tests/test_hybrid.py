@@ -5,13 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.r2end.hybrid import _covariance, apply_map, fit_parts, fit_text_to_sasrec, item_vectors, user_vectors
+from index.hybrid import apply_map, item_vectors, sasrec_input, sasrec_positions, user_vectors
+from training.r2end.hybrid import _covariance, fit_parts, fit_text_to_sasrec
 
 
 def _parts(seed: int = 0, users: int = 7, items: int = 40, h: int = 6, d: int = 5):
     rng = np.random.default_rng(seed)
-    return (rng.normal(size=(users, h)).astype(np.float32), rng.normal(size=(users, d)).astype(np.float32),
-            rng.normal(size=(items, h)).astype(np.float32), rng.normal(size=(items, d)).astype(np.float32))
+    return (
+        rng.normal(size=(users, h)).astype(np.float32),
+        rng.normal(size=(users, d)).astype(np.float32),
+        rng.normal(size=(items, h)).astype(np.float32),
+        rng.normal(size=(items, d)).astype(np.float32),
+    )
 
 
 def test_warm_scores_are_the_standardised_sum_up_to_a_per_user_scale():
@@ -19,19 +24,26 @@ def test_warm_scores_are_the_standardised_sum_up_to_a_per_user_scale():
     new = np.zeros(len(sas_items), dtype=bool)
     mapping = fit_text_to_sasrec(text_items, sas_items, 1.0)
     w = 0.3
-    scores = user_vectors(hidden, text, _covariance(sas_items), _covariance(text_items), w, 2.0) @ item_vectors(sas_items, text_items, new, mapping).T
+    scores = (
+        user_vectors(hidden, text, _covariance(sas_items), _covariance(text_items), w, 2.0)
+        @ item_vectors(sas_items, text_items, new, mapping).T
+    )
     s_sas, s_text = hidden @ sas_items.T, text @ text_items.T
     sd_sas, sd_text = s_sas.std(1, ddof=1, keepdims=True), s_text.std(1, ddof=1, keepdims=True)
     fused = (s_sas - s_sas.mean(1, keepdims=True)) / sd_sas + w * (s_text - s_text.mean(1, keepdims=True)) / sd_text
     # score = sd_sas * (fused + per-user constant): the same ranking for every user
     recovered = scores / sd_sas
-    np.testing.assert_allclose(recovered - recovered.mean(1, keepdims=True), fused - fused.mean(1, keepdims=True), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        recovered - recovered.mean(1, keepdims=True), fused - fused.mean(1, keepdims=True), rtol=1e-4, atol=1e-4
+    )
     assert (np.argsort(-scores, 1) == np.argsort(-fused, 1)).all()
 
 
 def test_weight_zero_is_sasrec_alone():
     hidden, text, sas_items, text_items = _parts(1)
-    vectors = item_vectors(sas_items, text_items, np.zeros(len(sas_items), dtype=bool), fit_text_to_sasrec(text_items, sas_items, 1.0))
+    vectors = item_vectors(
+        sas_items, text_items, np.zeros(len(sas_items), dtype=bool), fit_text_to_sasrec(text_items, sas_items, 1.0)
+    )
     scores = user_vectors(hidden, text, _covariance(sas_items), _covariance(text_items), 0.0, 3.0) @ vectors.T
     np.testing.assert_allclose(scores, hidden @ sas_items.T, rtol=1e-5, atol=1e-5)
 
@@ -62,7 +74,9 @@ def test_held_out_items_enter_neither_the_map_nor_the_covariances():
     after = fit_parts(sas_items, text_items, trained, 1.0)
     for a, b in zip(before, after, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(fit_parts(sas_items, text_items, np.ones(len(sas_items), dtype=bool), 1.0)[0], before[0])  # the rows would matter
+    assert not np.array_equal(
+        fit_parts(sas_items, text_items, np.ones(len(sas_items), dtype=bool), 1.0)[0], before[0]
+    )  # the rows would matter
 
 
 def test_the_text_to_sasrec_map_recovers_a_linear_relation():
@@ -73,6 +87,16 @@ def test_the_text_to_sasrec_map_recovers_a_linear_relation():
     np.testing.assert_allclose(apply_map(mapping, text.astype(np.float32)), text @ true + 0.5, atol=1e-3)
 
 
+def test_sasrec_reads_the_last_max_len_trained_rows_left_padded_to_the_full_length():
+    trained = np.array([True, False, True, True, True])
+    rows = [4, 1, 0, 7, 2, 3]  # 1 is held out, 7 is beyond the catalogue (added live)
+    assert sasrec_positions(rows, trained, 3) == [2, 4, 5]  # rows 0, 2, 3
+    assert sasrec_positions(rows, trained, 10) == [0, 2, 4, 5]
+    batch = sasrec_input([rows, [1, 7], []], trained, 4)
+    np.testing.assert_array_equal(batch, [[5, 1, 3, 4], [0, 0, 0, 0], [0, 0, 0, 0]])
+    assert batch.dtype == np.int64
+
+
 @pytest.mark.slow
 def test_a_checkpoint_of_another_split_or_other_held_out_items_is_refused(tmp_path):
     import torch
@@ -81,8 +105,10 @@ def test_a_checkpoint_of_another_split_or_other_held_out_items_is_refused(tmp_pa
 
     config = SASRecConfig(hidden=8, layers=1, heads=1, max_len=5)
     net = SASRecNet(10, config)
-    torch.save({"identity": {"config": config.identity(), "split": "abc", "held_out": [2]}, "net": net.state_dict(), "best_state": None},
-               tmp_path / "c.pt")
+    torch.save(
+        {"identity": {"config": config.identity(), "split": "abc", "held_out": [2]}, "net": net.state_dict(), "best_state": None},
+        tmp_path / "c.pt",
+    )
     held = np.zeros(10, dtype=bool)
     held[2] = True
     assert load_net(tmp_path / "c.pt", 10, "abc", held).items.weight.shape == (11, 8)

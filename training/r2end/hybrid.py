@@ -26,6 +26,9 @@ vectors are replaced by the new-item form, with ``A`` fitted without them (the c
 protocol's validation has no held-out targets, by construction). Held-out items are in no
 input of any stage: SASRec's softmax excludes them (:func:`collaborative.sasrec_checkpoint`),
 its input leaves them out, and ``A`` and the covariances use warm rows only.
+
+The vectors themselves are built by :mod:`index.hybrid` (pure numpy), the one implementation the
+service and bundle evaluation use too; this module fits the parts and chooses ``w`` and ``b``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
+from index.hybrid import item_vectors, sasrec_input, user_vectors
 from training.data.preprocess import PreparedDataset
 from training.evaluation.evaluator import evaluate
 from training.r2end.pipeline import TrainedR2END
@@ -73,28 +77,12 @@ def fit_text_to_sasrec(text: np.ndarray, sasrec: np.ndarray, ridge: float) -> np
     return np.linalg.solve(x.T @ x + penalty, x.T @ sasrec.astype(np.float64)).astype(np.float32)
 
 
-def fit_parts(sasrec_items: np.ndarray, text_items: np.ndarray, trained: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fit_parts(
+    sasrec_items: np.ndarray, text_items: np.ndarray, trained: np.ndarray, ridge: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(A, C_E, C_Z)`` from the ``trained`` (warm) rows only: held-out items enter none of them."""
     warm_sasrec, warm_text = sasrec_items[trained], text_items[trained]
     return fit_text_to_sasrec(warm_text, warm_sasrec, ridge), _covariance(warm_sasrec), _covariance(warm_text)
-
-
-def apply_map(mapping: np.ndarray, text: np.ndarray) -> np.ndarray:
-    """Predicted SASRec embeddings of items from their text vectors."""
-    return text @ mapping[:-1] + mapping[-1]
-
-
-def item_vectors(sasrec_items: np.ndarray, text_items: np.ndarray, new: np.ndarray, mapping: np.ndarray) -> np.ndarray:
-    """``[E_i ; z_i ; 0]`` for warm rows, ``[A z_i + a ; z_i ; 1]`` for ``new`` rows."""
-    cf = np.where(new[:, None], apply_map(mapping, text_items), sasrec_items)
-    return np.hstack([cf, text_items, new[:, None].astype(np.float32)]).astype(np.float32)
-
-
-def user_vectors(hidden: np.ndarray, text: np.ndarray, cov_cf: np.ndarray, cov_text: np.ndarray, weight: float, bias: float) -> np.ndarray:
-    """``[h ; w sd(h)/sd(z) z ; b sd(h)]`` per user (see the module docstring)."""
-    sd_cf = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", hidden, cov_cf, hidden), 1e-12))
-    sd_text = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", text, cov_text, text), 1e-12))
-    return np.hstack([hidden, (weight * sd_cf / sd_text)[:, None] * text, (bias * sd_cf)[:, None]]).astype(np.float32)
 
 
 @dataclass
@@ -130,12 +118,10 @@ class HybridModel:
 
     @torch.no_grad()
     def hidden(self, histories: Sequence[list[tuple[int, int]]]) -> np.ndarray:
-        """SASRec's last hidden state h_u; items it never learned are left out of its input (as the service does)."""
-        from training.models.sasrec import _left_pad
-
+        """SASRec's last hidden state h_u; items it never learned are left out of its input (the service's rule, one function)."""
         self.net.eval()
-        batch = _left_pad([[row for row, _ in h if self.trained[row]] for h in histories], self.net.config.max_len)
-        return self.net(batch)[:, -1, :].numpy()
+        batch = sasrec_input([[row for row, _ in h] for h in histories], self.trained, self.net.config.max_len)
+        return self.net(torch.from_numpy(batch))[:, -1, :].numpy()
 
     def users(self, ds: PreparedDataset, histories: Sequence[list[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray]:
         """(h_u, z_u) for histories."""
@@ -149,11 +135,18 @@ class HybridModel:
 class _Fixed:
     """Precomputed user parts, scored against a given item matrix (validation grids without re-encoding)."""
 
-    def __init__(self, name: str, parts: dict[int, tuple[np.ndarray, np.ndarray]], model: HybridModel, items: np.ndarray,
-                 weight: float, bias: float):
+    def __init__(
+        self,
+        name: str,
+        parts: dict[int, tuple[np.ndarray, np.ndarray]],
+        model: HybridModel,
+        items: np.ndarray,
+        weight: float,
+        bias: float,
+    ):
         self.name, self.parts, self.model, self.items, self.weight, self.bias = name, parts, model, items, weight, bias
 
-    def score(self, ds, users, histories):  # noqa: ANN001 - the evaluator's Scorer protocol
+    def score(self, ds, users, histories):  # the evaluator's Scorer protocol
         hidden = np.stack([self.parts[u][0] for u in users])
         text = np.stack([self.parts[u][1] for u in users])
         return user_vectors(hidden, text, self.model.cov_cf, self.model.cov_text, self.weight, self.bias) @ self.items.T
@@ -169,7 +162,9 @@ def _validation_parts(model: HybridModel, ds: PreparedDataset) -> dict[int, tupl
     return parts
 
 
-def train_hybrid(base: TrainedR2END, ds: PreparedDataset, config: HybridConfig, trainable: np.ndarray | None = None) -> HybridModel:
+def train_hybrid(
+    base: TrainedR2END, ds: PreparedDataset, config: HybridConfig, trainable: np.ndarray | None = None
+) -> HybridModel:
     """Combine a trained text path with SASRec-CE of the same data; ``w`` then ``b`` chosen on validation."""
     from training.models.sasrec import load_net
     from training.r2end.collaborative import sasrec_checkpoint
@@ -179,19 +174,28 @@ def train_hybrid(base: TrainedR2END, ds: PreparedDataset, config: HybridConfig, 
     net = load_net(path, ds.n_items, ds.split_hash, ~trained)
     sasrec_items = net.items.weight[1:].detach().numpy()
     text_items = base.item_vectors.astype(np.float32)
-    model = HybridModel(base, net, config, trained, text_items, *fit_parts(sasrec_items, text_items, trained, config.ridge),
-                        name=f"{base.name}-hybrid")
+    model = HybridModel(
+        base,
+        net,
+        config,
+        trained,
+        text_items,
+        *fit_parts(sasrec_items, text_items, trained, config.ridge),
+        name=f"{base.name}-hybrid",
+    )
     parts = _validation_parts(model, ds)
     warm_items = model.item_vectors
     for weight in config.weights:
-        ndcg = evaluate(_Fixed("hybrid", parts, model, warm_items, weight, 0.0), ds, "valid", keep_per_user=False).metrics["NDCG@10"]
+        ndcg = evaluate(_Fixed("hybrid", parts, model, warm_items, weight, 0.0), ds, "valid", keep_per_user=False).metrics[
+            "NDCG@10"
+        ]
         model.log.append({"stage": "weight", "w": weight, "valid_NDCG@10": round(ndcg, 5)})
         log.info("R2END-Hybrid: w=%s valid NDCG@10 %.4f", weight, ndcg)
     model.weight = max((row for row in model.log if row["stage"] == "weight"), key=lambda row: row["valid_NDCG@10"])["w"]
     rng = np.random.default_rng(config.seed)
     warm_rows = np.flatnonzero(trained)
     pseudo = np.zeros(ds.n_items, dtype=bool)
-    pseudo[rng.choice(warm_rows, size=max(1, int(round(config.pseudo_new_share * len(warm_rows)))), replace=False)] = True
+    pseudo[rng.choice(warm_rows, size=max(1, round(config.pseudo_new_share * len(warm_rows))), replace=False)] = True
     fitted_on = trained & ~pseudo
     pseudo_map = fit_text_to_sasrec(text_items[fitted_on], sasrec_items[fitted_on], config.ridge)
     pseudo_items = item_vectors(sasrec_items, text_items, pseudo | ~trained, pseudo_map)
@@ -199,9 +203,13 @@ def train_hybrid(base: TrainedR2END, ds: PreparedDataset, config: HybridConfig, 
         result = evaluate(_Fixed("hybrid", parts, model, pseudo_items, model.weight, bias), ds, "valid")
         targets = np.array([pseudo[ds.example(u, "valid")[1]] for u in result.users])
         hits = np.asarray(result.per_user["HR@10"])
-        entry = {"stage": "new-item bias", "b": bias, "valid_NDCG@10": round(result.metrics["NDCG@10"], 5),
-                 "pseudo_new_target_HR@10": round(float(hits[targets].mean()), 5) if targets.any() else None,
-                 "warm_target_HR@10": round(float(hits[~targets].mean()), 5)}
+        entry = {
+            "stage": "new-item bias",
+            "b": bias,
+            "valid_NDCG@10": round(result.metrics["NDCG@10"], 5),
+            "pseudo_new_target_HR@10": round(float(hits[targets].mean()), 5) if targets.any() else None,
+            "warm_target_HR@10": round(float(hits[~targets].mean()), 5),
+        }
         model.log.append(entry)
         log.info("R2END-Hybrid: %s", entry)
     model.bias = max((row for row in model.log if row["stage"] == "new-item bias"), key=lambda row: row["valid_NDCG@10"])["b"]

@@ -1,0 +1,92 @@
+"""R2END-Hybrid bundles without torch: the arrays file and the manifest's dims are checked on load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index import bundle as B
+from index.hybrid import HybridUsers
+
+H, D, N = 4, 3, 6
+
+
+def _arrays(trained: np.ndarray | None = None) -> B.HybridArrays:
+    rng = np.random.default_rng(0)
+    mask = np.array([True, True, False, True, True, True]) if trained is None else trained
+    return B.HybridArrays(
+        cov_cf=np.eye(H, dtype=np.float32),
+        cov_text=np.eye(D, dtype=np.float32),
+        mapping=rng.normal(size=(D + 1, H)).astype(np.float32),
+        trained=mask,
+    )
+
+
+SPEC = B.HybridSpec(max_len=5, sasrec_dim=H, weight=0.3, bias=1.0)
+FIELDS = {
+    "schema_version": B.SCHEMA_VERSION,
+    "bundle_version": "v",
+    "variant": "x",
+    "encoder": "e",
+    "embedding_dim": 8,
+    "output_dim": D,
+    "max_seq_length": 16,
+    "dataset": "d",
+    "split_hash": "s",
+    "git_commit": "g",
+    "created": "c",
+    "n_items": N,
+    "verbaliser": {},
+    "files": {},
+}
+
+
+def test_arrays_round_trip(tmp_path: Path):
+    arrays = _arrays()
+    arrays.save(tmp_path / B.HYBRID_ARRAYS)
+    loaded = B.HybridArrays.load(tmp_path / B.HYBRID_ARRAYS, SPEC, N, D)
+    for name in ("cov_cf", "cov_text", "mapping", "trained"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(arrays, name))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"mapping": np.zeros((D, H), dtype=np.float32)}, r"mapping is float32 \(3, 4\), expected \(4, 4\)"),
+        ({"cov_cf": np.eye(H + 1, dtype=np.float32)}, "cov_cf is float32"),
+        ({"trained": np.ones(N + 1, dtype=bool)}, "trained is bool"),
+        ({"trained": np.ones(N, dtype=np.float32)}, "trained is float32"),
+        ({"cov_text": np.full((D, D), np.nan, dtype=np.float32)}, "cov_text holds non-finite values"),
+    ],
+)
+def test_inconsistent_arrays_are_refused_naming_the_file(tmp_path: Path, change: dict, message: str):
+    arrays = _arrays()
+    values = {
+        "cov_cf": arrays.cov_cf,
+        "cov_text": arrays.cov_text,
+        "mapping": arrays.mapping,
+        "trained": arrays.trained,
+        **change,
+    }
+    np.savez(tmp_path / B.HYBRID_ARRAYS, **values)
+    with pytest.raises(B.BundleError, match=f"{B.HYBRID_ARRAYS}: {message}"):
+        B.HybridArrays.load(tmp_path / B.HYBRID_ARRAYS, SPEC, N, D)
+
+
+def test_a_missing_array_is_refused(tmp_path: Path):
+    arrays = _arrays()
+    np.savez(tmp_path / B.HYBRID_ARRAYS, cov_cf=arrays.cov_cf, cov_text=arrays.cov_text, trained=arrays.trained)
+    with pytest.raises(B.BundleError, match=f"{B.HYBRID_ARRAYS}: no array 'mapping'"):
+        B.HybridArrays.load(tmp_path / B.HYBRID_ARRAYS, SPEC, N, D)
+
+
+def test_index_dim_is_the_text_dim_unless_hybrid():
+    assert B.Manifest(**FIELDS).index_dim == D
+    assert B.Manifest(**FIELDS, hybrid=SPEC).index_dim == H + D + 1
+
+
+def test_hybrid_users_refuse_a_bundle_without_the_section(tmp_path: Path):
+    with pytest.raises(B.BundleError, match="not an R2END-Hybrid bundle"):
+        HybridUsers(tmp_path, B.Manifest(**FIELDS))
