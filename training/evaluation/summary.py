@@ -37,10 +37,12 @@ MAIN_ROWS: list[tuple[str, str]] = [
     ("text-cf-residual", "Text path (no teacher) + CF, item residual"),
     ("text-cf-history", "Text path (no teacher) + CF, history tower"),
     ("text-cf-sequence", "Text path (no teacher) + CF, sequence tower"),
+    ("r2end-hybrid", "R2END-Hybrid (SASRec-CE + R2END in one inner product)"),
+    ("text-hybrid", "Text-Hybrid (SASRec-CE + text path, no teacher, in one inner product)"),
     ("r2end-onnx-fp32", "R2END bundle through ONNX Runtime, fp32"),
     ("r2end-onnx-int8", "R2END bundle through ONNX Runtime, int8"),
 ]
-COLD_ROWS = [("r2end-cold", "R2END (paper)"), ("r2end-cf-sequence-cold", "R2END+CF, sequence tower"),
+COLD_ROWS = [("r2end-cold", "R2END (paper)"), ("r2end-hybrid-cold", "R2END-Hybrid"), ("text-hybrid-cold", "Text-Hybrid (no teacher)"), ("r2end-cf-sequence-cold", "R2END+CF, sequence tower"),
              ("r2end-cf-history-cold", "R2END+CF, history tower"),
              ("r2end-cf-residual-cold", "R2END+CF, item residual"),
              ("abl3-item-target-cold", "(3) no LLM reasoning (target = true item)"),
@@ -48,7 +50,8 @@ COLD_ROWS = [("r2end-cold", "R2END (paper)"), ("r2end-cf-sequence-cold", "R2END+
              ("text-cf-residual-cold", "Text path (no teacher) + CF, item residual"), ("sasrec-ce-cold", "SASRec-CE"), ("pop-cold", "Pop")]
 METADATA_NOTE = "¹ items embedded from metadata only (`item_text=metadata`: this dataset's teacher descriptions are missing or incomplete)."
 TEACHER_ROWS = {"r2end", "r2end-long-projection", "abl1-unguided", "abl2-unguided-rs", "abl5-no-projection", "abl6-no-reg", "r2end-cf-residual",
-                "r2end-cf-history", "r2end-cf-sequence", "r2end-cf-sequence-cold", "r2end-onnx-fp32", "r2end-onnx-int8", "r2end-cold", "r2end-cf-history-cold", "r2end-cf-residual-cold"}
+                "r2end-cf-history", "r2end-cf-sequence", "r2end-cf-sequence-cold", "r2end-onnx-fp32", "r2end-onnx-int8", "r2end-cold", "r2end-cf-history-cold", "r2end-cf-residual-cold",
+                "r2end-hybrid", "r2end-hybrid-cold"}
 
 
 def _per_user(record: dict[str, Any], metric: str, users: list[int] | None = None) -> np.ndarray:
