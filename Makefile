@@ -13,12 +13,15 @@ DATASET ?= ml-100k
 BUNDLE  ?= $(R2END_HOME)/bundles/$(DATASET)/r2end
 PORT    ?= 8000
 
-.PHONY: demo test lint setup data bundle serve teacher-models mpnet clean-bundle
+.PHONY: demo test test-fast lint setup data bundle serve teacher-models mpnet clean-bundle
 
 demo: setup data bundle serve  ## set up, build the ML-100K bundle if missing, serve it on localhost
 
 test: setup data  ## set up and run the whole test suite
 	$(PY) -m pytest -q
+
+test-fast: setup  ## the fast tier, tests/unit: no torch (importing it fails), no model, no server; seconds
+	$(PY) -m pytest -q -m "not slow"
 
 lint: setup  ## ruff (lint + format check) on the tree, mypy on the serving side, the import contract
 	$(VENV)/bin/ruff check .

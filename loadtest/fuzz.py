@@ -5,7 +5,7 @@ seeds) in a subprocess and reads its JSON run report. The checks are the two pro
 reliability goal names (issue #13): no 5xx (``not_a_server_error``) and no answer that breaks the
 published schema (``response_schema_conformance``, ``status_code_conformance``,
 ``content_type_conformance``). Used by ``scripts/reliability_schemathesis.py`` (the full run) and by
-``tests/test_reliability_schemathesis.py`` (a short one in CI).
+``tests/e2e/test_reliability_schemathesis.py`` (a short one in CI).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ type), and no traceback in the server's log.
 
     python scripts/reliability_schemathesis.py BUNDLE [--max-examples 150] [--out docs/benchmarks/schemathesis]
 
-The CI slice of this is ``tests/test_reliability_schemathesis.py``.
+The CI slice of this is ``tests/e2e/test_reliability_schemathesis.py``.
 """
 
 from __future__ import annotations

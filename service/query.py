@@ -75,7 +75,7 @@ def first_occurrences(events: Sequence[HistoryEvent]) -> list[HistoryEvent]:
 
     Training counted a (user, item) pair once, at its earliest timestamp
     (``training.data.preprocess.deduplicate``), so a re-watch or repeat purchase is read as the
-    model saw it: the item where it first appeared. ``tests/test_service_history.py`` checks
+    model saw it: the item where it first appeared. ``tests/unit/test_service_query.py`` checks
     that both rules agree.
     """
     seen: set[str] = set()

@@ -1,14 +1,58 @@
-"""Shared helpers for the data-layer tests: fixture paths and small file writers."""
+"""The two test tiers, and fixtures every folder shares (helpers: locations, service_util, teacher_util).
+
+``tests/unit/`` is the fast tier (``make test-fast``, ``pytest -m "not slow"``): no torch, no model,
+no server, seconds in all. Every test anywhere else (``tests/e2e/``) is marked ``slow`` here, so
+the folder is the one place a test's tier is decided. With ``-m "not slow"`` the other folders are
+not even collected (their modules import torch), and importing torch fails the test that does it.
+"""
 
 from __future__ import annotations
 
 import gzip
+import importlib.abc
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+from locations import FIXTURES, MOVIES, UNIT
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FAST_TIER = "not slow"
+"""The -m expression of the fast tier (``make test-fast``)."""
+
+
+def _fast_tier(config: pytest.Config) -> bool:
+    return config.getoption("markexpr", "").strip() == FAST_TIER
+
+
+class _NoTorch(importlib.abc.MetaPathFinder):
+    """Makes ``import torch`` fail in the fast tier, naming the rule (a test that needs torch is slow)."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name.split(".")[0] == "torch":
+            raise ImportError(f"import {name}: the fast tier (tests/unit) runs without torch; a test that needs it goes in tests/e2e")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _fast_tier(config):
+        sys.meta_path.insert(0, _NoTorch())
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """In the fast tier, skip everything outside tests/unit without importing it (it is all slow)."""
+    if not _fast_tier(config):
+        return None
+    path = collection_path.resolve()
+    if path == UNIT or UNIT in path.parents or path in UNIT.parents:
+        return None
+    return True
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if UNIT not in item.path.parents:
+            item.add_marker(pytest.mark.slow)
 
 
 def write_gz(path: Path, text: str) -> Path:
@@ -79,3 +123,17 @@ def make_service(tiny_bundle, tmp_path):
     finally:
         for server in servers:
             server.stop()
+
+
+# ---- load tests: histories of the fixture's test users (tests/*/test_loadtest_*.py) ----
+
+@pytest.fixture(scope="module")
+def fixture_histories(tmp_path_factory) -> Path:
+    """Test-user histories of the dataset the tiny bundle was trained on (same preparation: k=2)."""
+    from loadtest.make_histories import collect
+    from training.data.preprocess import prepare
+    from training.data.recbole import load_recbole
+
+    path = tmp_path_factory.mktemp("loadtest") / "histories.json"
+    collect(prepare(load_recbole(MOVIES, "movies"), k=2)).save(path)
+    return path

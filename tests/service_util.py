@@ -19,16 +19,16 @@ from pathlib import Path
 from typing import Self
 
 import httpx
+from locations import MOVIES, REPO
 
 from index.osutil import free_port
 from loadtest.procs import WRITE_TOKEN, terminate
 
-REPO = Path(__file__).resolve().parent.parent
-FIXTURE = REPO / "tests" / "fixtures" / "recbole" / "movies"
+FIXTURE = MOVIES
 STARTUP_TIMEOUT = float(os.environ.get("R2END_TEST_STARTUP_TIMEOUT", "120"))  # seconds; the machine may be busy with other jobs
 ADMIN_TOKEN = "test-admin-token"
 WRITE_AUTH = {"Authorization": f"Bearer {WRITE_TOKEN}"}  # every ServiceProcess takes writes with it unless given write_token=""
-START_COMMAND = ["python", "-m", "service.main"]  # the Dockerfile's CMD (tests/test_deployment.py checks)
+START_COMMAND = ["python", "-m", "service.main"]  # the Dockerfile's CMD (tests/unit/test_deployment.py checks)
 
 
 def build_tiny_bundle(out_dir: Path) -> Path:

@@ -13,10 +13,12 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
+from locations import REPO
 
 from index.osutil import free_port
+from training.teacher.backends.base import GenerationRequest
+from training.teacher.backends.openai_http import OpenAIHTTPBackend
 
-REPO = Path(__file__).resolve().parent.parent
 TEST_MODEL = "smollm2-135m"
 # One llama.cpp thread: with two threads on a 2-core machine that is busy with anything
 # else, llama.cpp's spinning thread barrier collapses (measured: 0.9 instead of 33 gen tok/s).
@@ -141,3 +143,19 @@ def read_lines(path: Path) -> tuple[list[bytes], bytes]:
     data = path.read_bytes() if path.exists() else b""
     end = data.rfind(b"\n") + 1
     return data[:end].splitlines(), data[end:]
+
+
+PROMPT = "List three movie genres, separated by commas."
+
+
+def request(max_tokens: int = 16, prompt: str = PROMPT) -> GenerationRequest:
+    """One short chat request (the tests need an answer, not a good one)."""
+    return GenerationRequest([{"role": "user", "content": prompt}], max_tokens=max_tokens)
+
+
+async def generate(backend: OpenAIHTTPBackend, *requests: GenerationRequest):
+    """Send ``requests`` in turn, then close the backend's client (each test makes its own backend)."""
+    try:
+        return [await backend.generate(r) for r in requests]
+    finally:
+        await backend.aclose()

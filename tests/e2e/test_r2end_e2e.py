@@ -1,0 +1,155 @@
+"""End to end on tiny data: fixture rationales -> distillation -> projection -> ONNX bundle -> reload.
+
+The fixture "teacher" writes deterministic rationales and descriptions into a real
+TeacherCache under the keys the pipeline looks up, so the oracle path is exercised
+exactly as with LLM output. Takes about a minute (real MiniLM, real ONNX export).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from locations import MOVIES
+
+from index import bundle as B
+from index.verbalize import item_text, target_text
+from training.data.preprocess import prepare
+from training.data.recbole import load_recbole
+from training.export import export_bundle
+from training.r2end.bundle_scorer import BundleScorer
+from training.r2end.config import R2ENDConfig
+from training.r2end.pipeline import encode, train_r2end
+from training.teacher.cache import TeacherCache
+from training.teacher.runner import cache_path, task_key
+from training.teacher.tasks import build_tasks
+
+FIXTURE = MOVIES
+TEACHER = "fixture-teacher"
+
+
+def _fixture_text(ds, task) -> str:
+    kind, subject = task.kind, task.subject.split(":", 1)[1]
+    if kind == "description":
+        item = ds.catalog[subject]
+        return f"Users who prefer {', '.join(item.categories) or 'films'} would find this item suitable, like fans of {item.title}."
+    user = ds.users.index(subject)
+    _, target = ds.example(user, "train")
+    item = ds.catalog.at(target)
+    return (f"The user's preferences related to the target item are as follows. The user keeps returning to "
+            f"{', '.join(item.categories) or 'varied'} films and would enjoy {item_text(item)}.")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    ds = prepare(load_recbole(FIXTURE, "movies"), k=5)
+    data_dir = tmp_path_factory.mktemp("teacher")
+    for kind in ("oracle", "description"):
+        cache = TeacherCache(cache_path(data_dir, ds.name, kind))
+        for task in build_tasks(ds, kind):
+            cache.append({"key": task_key(task, TEACHER), "status": "ok", "text": _fixture_text(ds, task), "subject": task.subject})
+    config = R2ENDConfig(dataset=ds.name, variant="e2e", teacher_model=TEACHER, projection_epochs=2, distill_batch_size=8, distill_lr=5e-5)
+    model = train_r2end(config, ds, data_dir)
+    bundle_dir = tmp_path_factory.mktemp("bundle") / "e2e"
+    manifest = export_bundle(model, ds, bundle_dir, metrics={"note": "test"})
+    return ds, model, bundle_dir, manifest
+
+
+def test_teacher_outputs_are_used(trained):
+    ds, model, _, _ = trained
+    stages = model.report["stages"]
+    assert stages["targets"]["rationales"]["usable"] == ds.n_users
+    assert stages["item_embeddings"]["descriptions"]["usable"] == ds.n_items
+    assert stages["distillation"]["trained"] is True
+
+
+def test_distillation_moves_student_towards_targets(trained):
+    ds, model, _, _ = trained
+    examples = [ds.example(u, "train") for u in range(ds.n_users)]
+    texts = model.history_texts(ds, [h for h, _ in examples])
+    oracle = {t.subject: t for t in build_tasks(ds, "oracle")}
+    targets = encode(model.encoder, [
+        target_text(_fixture_text(ds, oracle[f"user:{user}"]), ds.catalog.at(target))
+        for user, (_, target) in zip(ds.users, examples, strict=True)
+    ])
+    before = (encode(model.encoder, texts) * targets).sum(1).mean()
+    after = (encode(model.student, texts) * targets).sum(1).mean()
+    assert after > before + 1e-3, f"student did not move towards the teacher targets ({before:.4f} -> {after:.4f})"
+
+
+def test_bundle_reloads_and_onnx_top_k_matches_pytorch(trained):
+    ds, model, bundle_dir, manifest = trained
+    assert B.load_manifest(bundle_dir).bundle_version == manifest.bundle_version
+    parity = manifest.metrics["onnx_parity"]
+    assert parity["user_fp32_max_abs_diff"] < 1e-4 and parity["item_fp32_max_abs_diff"] < 1e-4
+    users = list(range(ds.n_users))
+    histories = [ds.example(u, "test")[0] for u in users]
+    torch_scores = model.score(ds, users, histories)
+    onnx_scores = BundleScorer(bundle_dir).score(ds, users, histories)
+    assert np.abs(torch_scores - onnx_scores).max() < 1e-4
+    same = [set(np.argsort(-t)[:10]) == set(np.argsort(-o)[:10]) for t, o in zip(torch_scores, onnx_scores, strict=True)]
+    assert sum(same) >= 0.95 * len(same)
+
+
+def test_bundle_refuses_tampered_files(trained, tmp_path):
+    _, _, bundle_dir, _ = trained
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle_dir, broken)
+    vectors = np.load(broken / B.ITEM_VECTORS)
+    vectors[0, 0] += 1.0
+    np.save(broken / B.ITEM_VECTORS, vectors)
+    with pytest.raises(B.BundleError, match="item_vectors.npy: sha256"):
+        B.load_manifest(broken)
+
+
+def test_bundle_refuses_wrong_schema_and_dims(trained, tmp_path):
+    _, _, bundle_dir, _ = trained
+    for change, message in ((("schema_version", 99), "schema_version 99"), (("output_dim", 7), "shape")):
+        broken = tmp_path / f"broken-{change[0]}"
+        shutil.copytree(bundle_dir, broken)
+        raw = json.loads((broken / B.MANIFEST).read_text())
+        raw[change[0]] = change[1]
+        (broken / B.MANIFEST).write_text(json.dumps(raw))
+        with pytest.raises(B.BundleError, match=message):
+            B.load_manifest(broken)
+
+
+@pytest.mark.parametrize("design", ["item-residual", "history-tower", "sequence-tower"])
+def test_cf_bundle_serves_what_training_scored(trained, tmp_path, design):
+    """R2END+CF exported with its history table: the service's model reproduces the training scores."""
+    from dataclasses import replace
+
+    from index.verbalize import HistoryEvent
+    from service.model import ServingModel
+    from service.settings import ServiceSettings
+    from training.r2end.collaborative import CFConfig, train_cf
+
+    ds, model, _, _ = trained
+    cf = train_cf(model, ds, CFConfig(design=design, epochs=3, prefixes_per_user=3))
+    assert (design == "history-tower") == (cf.history_table is not None)
+    assert (design == "sequence-tower") == (cf.head.tower is not None)
+    import torch
+
+    with torch.no_grad():  # make the collaborative term large, so that a service ignoring it would fail below
+        if cf.head.tower is not None:
+            torch.nn.init.normal_(cf.head.tower.out.weight, std=0.05)
+        if cf.head.history is not None:
+            cf.head.history.normal_(std=0.05)
+            cf.history_table = cf.head.history.numpy().copy()
+    exportable = replace(model, projection=cf.head.projection, item_vectors=cf.item_vectors)
+    bundle_dir = tmp_path / design
+    export_bundle(exportable, ds, bundle_dir, int8=False, history_table=cf.history_table, history_items=cf.config.history_items,
+                  tower=cf.head.tower)
+    serving = ServingModel.load(bundle_dir, ServiceSettings(bundle_path=bundle_dir, warmup=False))
+    users = list(range(ds.n_users))
+    histories = [ds.example(u, "test")[0] for u in users]
+    expected = cf.score(ds, users, histories)
+    texts = [serving.history_text([HistoryEvent(ds.catalog.at(r).item_id, t) for r, t in h], {i.item_id: i for i in ds.catalog}) for h in histories]
+    vectors = serving.add_history(serving.user_encoder.encode(texts), [[r for r, _ in h] for h in histories])
+    served = vectors @ np.load(bundle_dir / B.ITEM_VECTORS).T
+    assert np.abs(served - expected).max() < 1e-4
+    if design != "item-residual":
+        text_only = serving.user_encoder.encode(texts) @ np.load(bundle_dir / B.ITEM_VECTORS).T
+        assert np.abs(text_only - expected).max() > 1e-3, "the collaborative term should change the scores"

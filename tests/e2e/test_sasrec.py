@@ -1,0 +1,262 @@
+"""SASRec-CE: it learns on a tiny dataset, and a checkpointed run resumes where it stopped."""
+
+from __future__ import annotations
+
+from locations import MOVIES
+
+from training.data.preprocess import prepare
+from training.data.recbole import load_recbole
+from training.evaluation.evaluator import evaluate
+from training.models.sasrec import SASRec, SASRecConfig
+
+FIXTURE = MOVIES
+
+
+def _ds():
+    return prepare(load_recbole(FIXTURE, "movies"), k=5)
+
+
+def _validate(ds):
+    return lambda model: evaluate(model, ds, "valid", keep_per_user=False).metrics
+
+
+def test_training_lowers_the_loss():
+    ds = _ds()
+    model = SASRec(SASRecConfig(hidden=16, max_len=20, max_epochs=8, patience=100, batch_size=8))
+    log = model.fit(ds, _validate(ds))
+    assert len(log) == 8
+    assert log[-1]["loss"] < log[0]["loss"]
+
+
+def test_checkpoint_resumes_instead_of_restarting(tmp_path):
+    ds = _ds()
+    config = SASRecConfig(hidden=16, max_len=20, max_epochs=2, patience=100, batch_size=8)
+    checkpoint = tmp_path / "sasrec.pt"
+    first = SASRec(config).fit(ds, _validate(ds), checkpoint=checkpoint)
+    assert [e["epoch"] for e in first] == [1, 2] and checkpoint.is_file()
+    seen = []
+    resumed = SASRec(config.model_copy(update={"max_epochs": 4})).fit(ds, _validate(ds), progress=seen.append, checkpoint=checkpoint)
+    assert [e["epoch"] for e in seen] == [3, 4], "resumed run must only train the missing epochs"
+    assert resumed[:2] == first
+    uninterrupted = SASRec(config.model_copy(update={"max_epochs": 4})).fit(ds, _validate(ds))
+    assert [e["loss"] for e in uninterrupted] == [e["loss"] for e in resumed], "resuming must not change the result"
+
+
+def test_a_run_ended_by_the_epoch_cap_is_labelled_not_converged(tmp_path, monkeypatch):
+    import json
+
+    from training.baselines import NOT_CONVERGED, run_sasrec
+    from training.evaluation import report
+    from training.evaluation.summary import main_table
+
+    monkeypatch.setenv("R2END_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(report, "results_dir", lambda: tmp_path / "results")
+    ds = _ds()
+    common = {"hidden": 16, "max_len": 20, "batch_size": 8, "patience": 100}
+    capped = json.loads(run_sasrec(ds, "none", {**common, "max_epochs": 3}).read_text())
+    assert NOT_CONVERGED in capped["notes"] and "max_epochs=3" in capped["notes"]
+    row = next(line for line in main_table(ds.name, tmp_path / "results") if line.startswith("| SASRec-CE"))
+    assert f"({NOT_CONVERGED}: epoch 3)" in row
+
+    converged = json.loads(run_sasrec(ds, "none", {**common, "max_epochs": 30, "patience": 1}).read_text())
+    assert NOT_CONVERGED not in converged["notes"]
+
+
+# --------------------------------------------------------------------------- cold-start protocol (issue #12)
+
+
+def _toy_batch():
+    from training.models.sasrec import _left_pad
+
+    inputs = _left_pad([[0, 1, 2], [4, 5, 6, 8]], 6)
+    labels = _left_pad([[1, 2, 9], [5, 6, 8, 10]], 6) - 1
+    return inputs, labels
+
+
+def test_held_out_items_get_no_gradient_and_do_not_change_the_loss():
+    import torch
+
+    from training.models.sasrec import SASRecNet, next_item_loss
+
+    torch.manual_seed(0)
+    net = SASRecNet(12, SASRecConfig(hidden=8, max_len=6, dropout=0.0)).eval()
+    blocked = torch.zeros(12, dtype=torch.bool)
+    blocked[[3, 7, 11]] = True
+    inputs, labels = _toy_batch()
+
+    loss, n = next_item_loss(net, inputs, labels, blocked=blocked)
+    assert n == 7
+    loss.backward()
+    grad = net.items.weight.grad[1:]
+    assert torch.count_nonzero(grad[blocked]) == 0, "held-out output embeddings must get no gradient"
+    assert torch.count_nonzero(grad[~blocked]) > 0
+
+    with torch.no_grad():
+        big = 20.0 * torch.randn(int(blocked.sum()), 8, generator=torch.Generator().manual_seed(1))
+        net.items.weight[1:][blocked] = big  # logits of held-out items become huge: the loss must not notice
+        again, _ = next_item_loss(net, inputs, labels, blocked=blocked)
+        unmasked, _ = next_item_loss(net, inputs, labels)
+    assert again.item() == loss.item()
+    assert unmasked.item() > loss.item() + 1.0, "without the mask the same logits would weigh in (the test has teeth)"
+
+
+def test_a_held_out_item_as_a_training_label_is_an_error():
+    import pytest
+    import torch
+
+    from training.models.sasrec import SASRecNet, next_item_loss
+
+    net = SASRecNet(12, SASRecConfig(hidden=8, max_len=6))
+    blocked = torch.zeros(12, dtype=torch.bool)
+    blocked[9] = True  # a label of the toy batch
+    with pytest.raises(ValueError, match=r"held-out item rows \[9\] are training labels"):
+        next_item_loss(net, *_toy_batch(), blocked=blocked)
+
+
+def test_fit_leaves_held_out_rows_as_initialised():
+    import numpy as np
+    import torch
+
+    from training.evaluation.coldstart import pick_cold_items, training_view
+    from training.models.sasrec import SASRecNet
+
+    ds = _ds()
+    cold = pick_cold_items(ds, 0.2)
+    view = training_view(ds, cold)
+    config = SASRecConfig(hidden=16, max_len=20, max_epochs=2, patience=100, batch_size=8, weight_decay=0.01)
+    torch.manual_seed(config.seed)
+    initial = SASRecNet(ds.n_items, config).items.weight.detach()[1:].clone()
+    model = SASRec(config)
+    model.fit(view, _validate(view), held_out=cold)
+    trained = model.net.items.weight.detach()[1:]
+    assert torch.equal(trained[torch.from_numpy(cold)], initial[torch.from_numpy(cold)]), "held-out rows must not move (weight decay included)"
+    assert not torch.equal(trained[torch.from_numpy(~cold)], initial[torch.from_numpy(~cold)])
+    assert np.isfinite(model.score(ds, [0], [ds.example(0, "test")[0]])).all(), "held-out items are still scored"
+
+
+def test_a_checkpoint_is_not_resumed_with_other_held_out_items(tmp_path):
+    from training.evaluation.coldstart import pick_cold_items, training_view
+
+    ds = _ds()
+    cold = pick_cold_items(ds, 0.2)
+    view = training_view(ds, cold)
+    config = SASRecConfig(hidden=16, max_len=20, max_epochs=1, patience=100, batch_size=8)
+    checkpoint = tmp_path / "sasrec.pt"
+    SASRec(config).fit(view, _validate(view), checkpoint=checkpoint)  # as before issue #12: cold items in the softmax
+    seen = []
+    SASRec(config).fit(view, _validate(view), progress=seen.append, checkpoint=checkpoint, held_out=cold)
+    assert [e["epoch"] for e in seen] == [1], "a checkpoint trained with another softmax must start over"
+
+
+# --------------------------------------------------------------------------- the tuning grid (issue #12)
+
+
+def test_the_wide_grid_is_the_issue_grid():
+    from training.baselines import SASREC_GRIDS, select_grid
+
+    points = select_grid("wide")
+    assert len(points) == 3 * 2 * 3 * 2
+    assert {p["hidden"] for p in points} == {64, 128, 256} and {p["layers"] for p in points} == {2, 3}
+    assert {p["dropout"] for p in points} == {0.1, 0.2, 0.5} and {p["max_len"] for p in points} == {50, 200}
+    assert all(p["patience"] >= 20 for p in points)
+    assert {p["hidden"] for p in select_grid("wide-1m")} >= {128, 256}
+    for grid in SASREC_GRIDS.values():
+        for key in grid:
+            assert key in SASRecConfig.model_fields
+
+
+def test_only_selects_a_subset_and_names_a_bad_key_or_value():
+    import pytest
+
+    from training.baselines import select_grid
+
+    subset = select_grid("wide", {"hidden": [256]})
+    assert len(subset) == 12 and all(p["hidden"] == 256 for p in subset)
+    assert len(select_grid("wide", {"hidden": [128, 256], "max_len": [200]})) == 12
+    with pytest.raises(ValueError, match="grid 'wide' does not vary 'lr'"):
+        select_grid("wide", {"lr": [1e-3]})
+    with pytest.raises(ValueError, match=r"--only hidden=512: not in grid 'wide' \(hidden in \[64, 128, 256\]\)"):
+        select_grid("wide", {"hidden": [512]})
+    with pytest.raises(ValueError, match="unknown grid 'huge'"):
+        select_grid("huge")
+
+
+def test_cli_only_errors_before_loading_data(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from training.cli import app
+    from training.cli import model as cli_model
+
+    monkeypatch.setattr(cli_model, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(AssertionError("data loaded")))
+    runner = CliRunner()
+    for args, message in [(["--only", "hidden=512"], "--only hidden=512: not in grid 'wide'"),
+                          (["--only", "hidden"], "expected key=value"),
+                          (["--only", "lr=0.001"], "does not vary 'lr'")]:
+        result = runner.invoke(app, ["baseline", "sasrec-ce", "ml-100k", "--grid", "wide", *args])
+        assert result.exit_code == 2, result.output
+        assert message in result.output
+    result = runner.invoke(app, ["baseline", "pop", "ml-100k", "--only", "hidden=64"])
+    assert result.exit_code == 2 and "apply to sasrec-ce only" in result.output
+
+
+TINY = {"hidden": [8, 16], "dropout": [0.1]}
+COMMON = {"max_len": 20, "batch_size": 8, "max_epochs": 3, "patience": 100}
+
+
+def _tiny_grid(tmp_path, monkeypatch, home: str):
+    from training import baselines
+    from training.evaluation import report
+
+    monkeypatch.setitem(baselines.SASREC_GRIDS, "tiny", TINY)
+    monkeypatch.setenv("R2END_HOME", str(tmp_path / home))
+    monkeypatch.setattr(report, "results_dir", lambda: tmp_path / "results")
+    return baselines
+
+
+def test_every_trial_is_recorded_and_a_killed_grid_resumes_in_its_trial(tmp_path, monkeypatch):
+    import json
+
+    import pytest
+
+    baselines = _tiny_grid(tmp_path, monkeypatch, "home")
+    ds = _ds()
+
+    def kill(label, entry):
+        if label == "dropout=0.1,hidden=16" and entry["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        baselines.run_sasrec(ds, "tiny", COMMON, on_epoch=kill)
+    seen = []
+    path = baselines.run_sasrec(ds, "tiny", COMMON, on_epoch=lambda label, e: seen.append((label, e["epoch"])))
+    assert seen == [("dropout=0.1,hidden=16", 2), ("dropout=0.1,hidden=16", 3)], "finished trials reload; the killed one resumes"
+
+    record = json.loads(path.read_text())
+    trials = record["config"]["trials"]
+    assert [t["grid_point"] for t in trials] == [{"dropout": 0.1, "hidden": 8}, {"dropout": 0.1, "hidden": 16}]
+    for trial in trials:
+        assert trial["config"]["hidden"] == trial["grid_point"]["hidden"] and trial["epochs_run"] == 3
+        assert trial["stopped_by"] == "epoch cap" and 1 <= trial["best_epoch"] <= 3
+        assert trial["valid_NDCG@10"] == trial["valid"]["NDCG@10"]
+    best = max(trials, key=lambda t: t["valid_NDCG@10"])
+    assert record["config"]["best"] == best["config"], "chosen on validation"
+    assert record["config"]["grid_name"] == "tiny" and record["config"]["grid"] == TINY
+
+    # the interrupted grid ends exactly where an uninterrupted one does
+    baselines = _tiny_grid(tmp_path, monkeypatch, "fresh-home")
+    fresh = json.loads(baselines.run_sasrec(ds, "tiny", COMMON).read_text())
+    assert [t["valid"] for t in fresh["config"]["trials"]] == [t["valid"] for t in trials]
+    assert fresh["test"] == record["test"]
+
+
+def test_a_grid_subset_is_recorded_apart_from_the_results(tmp_path, monkeypatch):
+    import json
+
+    baselines = _tiny_grid(tmp_path, monkeypatch, "home")
+    ds = _ds()
+    path = baselines.run_sasrec(ds, "tiny", {**COMMON, "max_epochs": 1}, only={"hidden": [16]})
+    assert path == tmp_path / "home" / "runs" / "partial-results" / ds.name / "sasrec-ce.json"
+    assert not (tmp_path / "results" / ds.name / "sasrec-ce.json").exists()
+    record = json.loads(path.read_text())
+    assert [t["grid_point"]["hidden"] for t in record["config"]["trials"]] == [16]
+    assert record["config"]["only"] == {"hidden": [16]} and baselines.PARTIAL in record["notes"]

@@ -1,0 +1,97 @@
+"""The ``r2end`` command: one ``--set`` parser for every command, clean one-line errors, quiet logs.
+
+The commands whose ``--set`` is checked in a real process import torch first: tests/e2e/test_cli_set.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from cli_util import r2end
+from locations import REPO
+from pydantic import BaseModel
+
+from training.cli.common import parse_sets
+
+
+class Knobs(BaseModel):
+    hidden: int = 64
+    name: str = "x"
+    cf: dict | None = None
+
+
+# --------------------------------------------------------------------------- the --set parser
+
+
+def test_set_values_are_json_else_strings():
+    assert parse_sets(["hidden=128", "name=foo", 'cf={"design": "history-tower"}', "name=a=b"], Knobs) == {
+        "hidden": 128, "name": "a=b", "cf": {"design": "history-tower"},
+    }
+    assert parse_sets([], Knobs) == {}
+
+
+@pytest.mark.parametrize("item, message", [
+    ("hidden", "--set 'hidden': expected key=value"),
+    ("=3", "--set '=3': expected key=value"),
+    ("hiden=3", "--set hiden: not a Knobs field; known: hidden, name, cf"),
+])
+def test_set_rejects_malformed_items_and_unknown_keys(item, message):
+    with pytest.raises(ValueError) as info:
+        parse_sets([item], Knobs)
+    assert str(info.value) == message
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def test_serve_without_a_bundle_is_one_clean_line(tmp_path):
+    result = r2end("serve", tmp_path=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in output
+    assert output.strip().splitlines() == ["r2end serve: invalid settings: R2END_BUNDLE_PATH: Field required"]
+
+
+# --------------------------------------------------------------------------- logging
+
+
+LOG_PROBE = textwrap.dedent("""
+    import logging, sys, warnings
+    from training.cli.common import setup_logging
+    setup_logging(verbose=sys.argv[1] == "verbose")
+    logging.getLogger("training.r2end.pipeline").info("own progress")
+    logging.getLogger("training.export").debug("own detail")
+    logging.getLogger("torch.onnx").warning("exporter note")
+    logging.warning("quantizer pre-processing hint")  # onnxruntime logs on the root logger
+    warnings.warn("widget examples")
+    logging.getLogger("onnxruntime").error("a real failure")
+    import os
+    print(os.environ.get("TORCH_LOGS"), os.environ.get("TQDM_DISABLE"), os.environ.get("TRANSFORMERS_VERBOSITY"))  # read by them at import
+""")
+QUIET_SWITCHES = ("TORCH_LOGS", "TQDM_DISABLE", "TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY")
+
+
+@pytest.mark.parametrize("mode", ["quiet", "verbose"])
+def test_third_party_logs_only_with_verbose(mode):
+    env = {k: v for k, v in os.environ.items() if k not in QUIET_SWITCHES}
+    result = subprocess.run([sys.executable, "-c", LOG_PROBE, mode], check=False, cwd=REPO, env=dict(env, PYTHONPATH=str(REPO), COLUMNS="200"),
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    # logs go to stderr (stdout is for results); the libraries with their own handlers and bars are switched off
+    assert result.stdout == ("-all 1 error\n" if mode == "quiet" else "None None None\n")
+    shown = {message for message in ("own progress", "own detail", "exporter note", "quantizer pre-processing hint", "widget examples",
+                                     "a real failure") if message in result.stderr}
+    if mode == "quiet":
+        assert shown == {"own progress", "a real failure"}
+    else:
+        assert shown == {"own progress", "own detail", "exporter note", "quantizer pre-processing hint", "widget examples", "a real failure"}
+
+
+def test_verbose_is_a_global_option(tmp_path):
+    assert "--verbose" in r2end("--help", tmp_path=tmp_path).stdout
+    result = r2end("--verbose", "data", "stats", "nope", tmp_path=tmp_path)
+    assert result.returncode == 2 and "unknown dataset 'nope'" in result.stdout
