@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import json
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,22 +213,8 @@ def test_settings_defaults_and_environment(monkeypatch, tmp_path):
 # ---- import boundaries --------------------------------------------------------------------------------------
 
 
-def imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-    return names
-
-
 def test_service_never_imports_training_or_torch():
-    for path in sorted((REPO / "service").rglob("*.py")):
-        for name in imported_modules(path):
-            root = name.split(".")[0]
-            assert root not in ("training", "torch", "sentence_transformers", "transformers"), f"{path}: imports {name}"
+    """At run time, through any dependency too (the source's imports are the contract: test_import_contract.py)."""
     code = "import sys, service.main, service.app; bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'training')]; print(bad); sys.exit(bool(bad))"
     result = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, env=service_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
