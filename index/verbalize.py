@@ -62,7 +62,9 @@ class Verbaliser(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_items: int = Field(8, ge=1, description="most recent interactions shown")
-    window_days: int | None = Field(60, ge=0, description="only interactions this many days before the reference time; None = no window")
+    window_days: int | None = Field(
+        60, ge=0, description="only interactions this many days before the reference time; None = no window"
+    )
     format: Literal["dated-lines", "lines"] = Field(
         "dated-lines", description="one line per interaction, oldest first: 'YYYY-MM-DD: M_i' (dated-lines) or 'M_i' (lines)"
     )
@@ -85,7 +87,9 @@ class Verbaliser(BaseModel):
             return [(before or list(events))[-1]]
         return recent[-self.max_items :]
 
-    def history_text(self, events: Sequence[HistoryEvent], lookup: Callable[[str], ItemMeta], reference_time: int | None = None) -> str:
+    def history_text(
+        self, events: Sequence[HistoryEvent], lookup: Callable[[str], ItemMeta], reference_time: int | None = None
+    ) -> str:
         """The user's history text H_u: one line per selected event, oldest first."""
         lines = []
         for event in self.select(events, reference_time):

@@ -69,7 +69,9 @@ def default_bundle() -> Path:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundle", type=Path, default=default_bundle(), help="R2END bundle (default $R2END_HOME/bundles/ml-100k/r2end)")
+    parser.add_argument(
+        "--bundle", type=Path, default=default_bundle(), help="R2END bundle (default $R2END_HOME/bundles/ml-100k/r2end)"
+    )
     parser.add_argument("--histories", type=Path, help="histories JSON (default: made from the bundle's dataset's test users)")
     parser.add_argument("--levels", type=int_list, default=[1, 2, 4, 8, 16, 32], help="R2END concurrency levels (users)")
     parser.add_argument("--duration", type=float, default=REFERENCE_DURATION, help="seconds per R2END level")
@@ -83,7 +85,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=32, help="generation budget of the baseline")
     parser.add_argument("--onnx-threads", type=int, help="the service's R2END_ONNX_THREADS (default: all cores)")
     parser.add_argument("--no-prometheus", action="store_true", help="skip the Prometheus cross-check")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "BENCHMARKS.md", help="Markdown file to write the section into")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "docs" / "BENCHMARKS.md", help="Markdown file to write the section into"
+    )
     parser.add_argument("--plot", type=Path, help="PNG path (default: <out dir>/benchmarks/load.png)")
     parser.add_argument("--work-dir", type=Path, help="Locust CSVs and logs (default $R2END_HOME/runs/bench-load-<time>)")
     args = parser.parse_args(argv)
@@ -150,7 +154,9 @@ def bench_generative(args: argparse.Namespace, model: str, histories: Path, log)
         stack.enter_context(app)
         for users in levels:
             prefix = workdir / f"u{users}"
-            procs.run_locust(url, users, seconds, prefix, histories, GENERATIVE_MIX, DEFAULT_MAX_HISTORY, stop_timeout=GENERATIVE_STOP_TIMEOUT)
+            procs.run_locust(
+                url, users, seconds, prefix, histories, GENERATIVE_MIX, DEFAULT_MAX_HISTORY, stop_timeout=GENERATIVE_STOP_TIMEOUT
+            )
             level = level_result(f"generative {model}", users, prefix)
             log(describe(level))
             results.append(level)
@@ -159,8 +165,10 @@ def bench_generative(args: argparse.Namespace, model: str, histories: Path, log)
 
 def describe(lv: LevelResult) -> str:
     prom = f", Prometheus p99 {lv.prom_p99_ms:.1f} ms" if lv.prom_p99_ms is not None else ""
-    return (f"{lv.system} users={lv.users}: {lv.rps:.2f} /recommend req/s ({lv.total_rps:.2f} all), p50 {lv.p50_ms} ms, "
-            f"p99 {lv.p99_ms} ms{prom}, {lv.requests} requests, errors {lv.error_rate:.2%}")
+    return (
+        f"{lv.system} users={lv.users}: {lv.rps:.2f} /recommend req/s ({lv.total_rps:.2f} all), p50 {lv.p50_ms} ms, "
+        f"p99 {lv.p99_ms} ms{prom}, {lv.requests} requests, errors {lv.error_rate:.2%}"
+    )
 
 
 def header(args: argparse.Namespace, manifest, data: TrafficData, skipped: list[str], prometheus: bool) -> dict:
@@ -169,43 +177,66 @@ def header(args: argparse.Namespace, manifest, data: TrafficData, skipped: list[
 
     info = stamp()
     lengths = [min(len(h), DEFAULT_MAX_HISTORY) for h in data.histories]
-    models = ", ".join(f"{m} ({','.join(map(str, generative_plan(m, args)[0]))} users x {generative_plan(m, args)[1]:.0f} s)"
-                       for m in args.models) or "none"
+    models = (
+        ", ".join(
+            f"{m} ({','.join(map(str, generative_plan(m, args)[0]))} users x {generative_plan(m, args)[1]:.0f} s)"
+            for m in args.models
+        )
+        or "none"
+    )
     setup = [
-        (f"Bundle `{manifest.bundle_version}` ({manifest.variant}, {manifest.encoder}, {manifest.n_items} items, dataset "
-        f"{manifest.dataset}). Traffic: {len(lengths)} test-user histories of {data.dataset} (events with timestamps, "
-        f"median length {statistics.median(lengths):.0f}, at most {DEFAULT_MAX_HISTORY})."),
-        (f"R2END: `python -m service.main`, ONNX threads {args.onnx_threads or 'all cores'}, levels "
-        f"{','.join(map(str, args.levels))} users x {args.duration:.0f} s, traffic mix `{args.mix}` (`/recommend`, "
-        "`/recommend/batch` of 2-16 users, `PUT /items/lt-<uuid>` upserts, `GET /items/{id}`). "
-        f"Generative (SLIM-style, `loadtest/generative_app.py` + llama.cpp, {args.llm_parallel} slots, {args.llm_threads} threads, "
-        f"temperature 0, max {args.max_tokens} tokens, `/recommend` only): {models}."),
-        ("Closed loop: each Locust user sends its next request when the last is answered (users = concurrency); Locust "
-        "runs on the same machine and takes CPU from the server."),
+        (
+            f"Bundle `{manifest.bundle_version}` ({manifest.variant}, {manifest.encoder}, {manifest.n_items} items, dataset "
+            f"{manifest.dataset}). Traffic: {len(lengths)} test-user histories of {data.dataset} (events with timestamps, "
+            f"median length {statistics.median(lengths):.0f}, at most {DEFAULT_MAX_HISTORY})."
+        ),
+        (
+            f"R2END: `python -m service.main`, ONNX threads {args.onnx_threads or 'all cores'}, levels "
+            f"{','.join(map(str, args.levels))} users x {args.duration:.0f} s, traffic mix `{args.mix}` (`/recommend`, "
+            "`/recommend/batch` of 2-16 users, `PUT /items/lt-<uuid>` upserts, `GET /items/{id}`). "
+            f"Generative (SLIM-style, `loadtest/generative_app.py` + llama.cpp, {args.llm_parallel} slots, {args.llm_threads} threads, "
+            f"temperature 0, max {args.max_tokens} tokens, `/recommend` only): {models}."
+        ),
+        (
+            "Closed loop: each Locust user sends its next request when the last is answered (users = concurrency); Locust "
+            "runs on the same machine and takes CPU from the server."
+        ),
     ]
     if skipped:
         setup.append("Skipped: " + "; ".join(skipped) + ".")
     buckets = ", ".join(f"{b * 1000:g}" for b in LATENCY_BUCKETS)
     notes = [
-        ("Throughput is successful `POST /recommend` answers per second over each run's steady window (after the users "
-        "spawned and a 20% warm-up, up to the last second in which requests completed); the saturation throughput is the "
-        "best level with an error rate <= 1%. R2END's mixed traffic spends part of its capacity on batch requests and "
-        "upserts, so its `/recommend` rate understates what it serves: the ratios are conservative."),
-        ("The generative levels let the request in flight at the end finish (Locust `--stop-timeout`), so a level as short "
-        "as a few generations still records them."),
+        (
+            "Throughput is successful `POST /recommend` answers per second over each run's steady window (after the users "
+            "spawned and a 20% warm-up, up to the last second in which requests completed); the saturation throughput is the "
+            "best level with an error rate <= 1%. R2END's mixed traffic spends part of its capacity on batch requests and "
+            "upserts, so its `/recommend` rate understates what it serves: the ratios are conservative."
+        ),
+        (
+            "The generative levels let the request in flight at the end finish (Locust `--stop-timeout`), so a level as short "
+            "as a few generations still records them."
+        ),
         "Locust's percentiles are over the whole run and rounded by Locust (to 1 ms below 100 ms, 10 ms below 1 s, 100 ms above).",
     ]
     if prometheus:
         notes.append(
-            "Prometheus p99 is `histogram_quantile(0.99, sum(rate(http_request_duration_seconds_bucket{handler=\"/recommend\"}[<window>])) "
+            'Prometheus p99 is `histogram_quantile(0.99, sum(rate(http_request_duration_seconds_bucket{handler="/recommend"}[<window>])) '
             "by (le))` at the end of each level's steady window, scraped every second. It can only be as precise as the "
             f"histogram's buckets ({buckets} ms, then coarser): inside a bucket it interpolates linearly, so a p99 "
             "between two bounds is an estimate (and one above the last finite bound is reported as that bound). It is "
             "measured inside the app (the instrumentator's middleware), without the client's connection and queueing time, "
             "so apart from the interpolation it reads at or below Locust's p99; a large gap means time spent outside the "
-            "handler (accept queue, event loop, CPU contention with the load generator).")
-    return {"command": info["command"], "git_commit": info["git_commit"], "machine": machine_line(), "created": info["created"],
-            "setup": [" ".join(setup)], "notes": [f"- {n}" for n in notes], "stamp": info}
+            "handler (accept queue, event loop, CPU contention with the load generator)."
+        )
+    return {
+        "command": info["command"],
+        "git_commit": info["git_commit"],
+        "machine": machine_line(),
+        "created": info["created"],
+        "setup": [" ".join(setup)],
+        "notes": [f"- {n}" for n in notes],
+        "stamp": info,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,8 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     plot_ref = os.path.relpath(plot_path, args.out.parent) if plot_path else None
     section = report.markdown(levels, info, plot_ref)
     report.write_section(args.out, section)
-    raw = {"stamp": info["stamp"], "args": {k: str(v) for k, v in vars(args).items()}, "skipped": skipped,
-           "levels": [lv.to_json() for lv in levels]}
+    raw = {
+        "stamp": info["stamp"],
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "skipped": skipped,
+        "levels": [lv.to_json() for lv in levels],
+    }
     (args.plot.with_suffix(".json")).write_text(json.dumps(raw, indent=2) + "\n")
     print(section)
     log(f"wrote {args.out}, {args.plot} and {args.plot.with_suffix('.json')}")

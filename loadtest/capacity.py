@@ -33,6 +33,7 @@ def total(samples: dict[str, float], name: str) -> float:
 
 def batch_stats(before: dict[str, float], after: dict[str, float]) -> tuple[float | None, float | None]:
     """Mean milliseconds (tokenise + encode) and histories of one encode batch between two scrapes; None without batches."""
+
     def delta(name: str) -> float:
         return total(after, name) - total(before, name)
 
@@ -77,6 +78,8 @@ def parse_settings(items: list[str]) -> dict[str, str]:
         name, sep, value = item.partition("=")
         name = name.strip().lower()
         if not sep or name not in ServiceSettings.model_fields:
-            raise ValueError(f"{item!r}: expected NAME=VALUE with NAME a service setting ({', '.join(ServiceSettings.model_fields)})")
+            raise ValueError(
+                f"{item!r}: expected NAME=VALUE with NAME a service setting ({', '.join(ServiceSettings.model_fields)})"
+            )
         pairs[name] = value
     return pairs

@@ -20,8 +20,16 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 # the fusions that matter most for a BERT-like encoder on CPU, in the order they are listed
-KEY_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "EmbedLayerNormalization", "LayerNormalization",
-           "BiasGelu", "FastGelu", "Gelu")
+KEY_OPS = (
+    "Attention",
+    "MultiHeadAttention",
+    "SkipLayerNormalization",
+    "EmbedLayerNormalization",
+    "LayerNormalization",
+    "BiasGelu",
+    "FastGelu",
+    "Gelu",
+)
 
 
 @dataclass(frozen=True)
@@ -76,5 +84,7 @@ def markdown(reports: list[tuple[str, FusionReport]]) -> str:
     header = "| graph | nodes | nodes after fusion | " + " | ".join(KEY_OPS) + " |"
     lines = [header, "|---|---:|---:|" + "---:|" * len(KEY_OPS)]
     for label, r in reports:
-        lines.append(f"| {label} | {r.nodes_before} | {r.nodes_after} | " + " | ".join(str(r.fused.get(op, 0)) for op in KEY_OPS) + " |")
+        lines.append(
+            f"| {label} | {r.nodes_before} | {r.nodes_after} | " + " | ".join(str(r.fused.get(op, 0)) for op in KEY_OPS) + " |"
+        )
     return "\n".join(lines)

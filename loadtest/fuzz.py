@@ -50,8 +50,9 @@ class FuzzResult:
     def summary(self) -> str:
         found = "; ".join(f"{f['title']} x{f['count']} ({', '.join(f['operations'])})" for f in self.failures) or "no failures"
         errors = "; ".join(f"{e['title']} x{e['count']}" for e in self.errors)
-        return (f"{self.generated} test cases over {self.operations_tested}/{self.operations_total} operations: {found}"
-                + (f"; errors: {errors}" if errors else ""))
+        return f"{self.generated} test cases over {self.operations_tested}/{self.operations_total} operations: {found}" + (
+            f"; errors: {errors}" if errors else ""
+        )
 
 
 def schemathesis_command() -> list[str]:
@@ -63,9 +64,19 @@ def schemathesis_command() -> list[str]:
     return [found]
 
 
-def run_schemathesis(base_url: str, report_dir: Path, *, max_examples: int, token: str | None = None, seed: int = 0,
-                     phases: Sequence[str] = ("examples", "coverage", "fuzzing", "stateful"), exclude_paths: Sequence[str] = (),
-                     request_timeout_s: float = 120.0, max_time_s: float | None = None, timeout_s: float = 3600.0) -> FuzzResult:
+def run_schemathesis(
+    base_url: str,
+    report_dir: Path,
+    *,
+    max_examples: int,
+    token: str | None = None,
+    seed: int = 0,
+    phases: Sequence[str] = ("examples", "coverage", "fuzzing", "stateful"),
+    exclude_paths: Sequence[str] = (),
+    request_timeout_s: float = 120.0,
+    max_time_s: float | None = None,
+    timeout_s: float = 3600.0,
+) -> FuzzResult:
     """Fuzz every operation of ``base_url``'s ``/openapi.json`` (except ``exclude_paths``) and read the report.
 
     ``token`` is sent as ``Authorization: Bearer <token>`` with every request, so routes behind a
@@ -75,10 +86,30 @@ def run_schemathesis(base_url: str, report_dir: Path, *, max_examples: int, toke
     report_dir.mkdir(parents=True, exist_ok=True)
     report = report_dir / "schemathesis.json"
     report.unlink(missing_ok=True)
-    command = [*schemathesis_command(), "run", f"{base_url}/openapi.json", "--checks", ",".join(CHECKS),
-               "--max-examples", str(max_examples), "--seed", str(seed), "--phases", ",".join(phases),
-               "--request-timeout", f"{request_timeout_s:g}", "--workers", "1", "--suppress-health-check", "all",
-               "--report", "json", "--report-json-path", str(report), "--no-color"]
+    command = [
+        *schemathesis_command(),
+        "run",
+        f"{base_url}/openapi.json",
+        "--checks",
+        ",".join(CHECKS),
+        "--max-examples",
+        str(max_examples),
+        "--seed",
+        str(seed),
+        "--phases",
+        ",".join(phases),
+        "--request-timeout",
+        f"{request_timeout_s:g}",
+        "--workers",
+        "1",
+        "--suppress-health-check",
+        "all",
+        "--report",
+        "json",
+        "--report-json-path",
+        str(report),
+        "--no-color",
+    ]
     if token:
         command += ["--header", f"Authorization: Bearer {token}"]
     for path in exclude_paths:
@@ -92,11 +123,14 @@ def run_schemathesis(base_url: str, report_dir: Path, *, max_examples: int, toke
         raise RuntimeError(f"schemathesis wrote no report (exit {done.returncode}):\n{output[-4000:]}")
     data = json.loads(report.read_text())
     return FuzzResult(
-        command=shown, exit_code=done.returncode, generated=int(data["test_cases"]["generated"]),
-        operations_tested=int(data["operations"]["tested"]), operations_selected=int(data["operations"]["selected"]),
+        command=shown,
+        exit_code=done.returncode,
+        generated=int(data["test_cases"]["generated"]),
+        operations_tested=int(data["operations"]["tested"]),
+        operations_selected=int(data["operations"]["selected"]),
         operations_total=int(data["operations"]["total"]),
         failures=[{k: f.get(k) for k in ("type", "code", "title", "count", "operations")} for f in data.get("failures", [])],
         errors=[{"title": e.get("title"), "count": e.get("count")} for e in data.get("errors", [])],
-        phases={name: p.get("status") for name, p in data.get("phases", {}).items()}, output=output,
+        phases={name: p.get("status") for name, p in data.get("phases", {}).items()},
+        output=output,
     )
-

@@ -187,13 +187,17 @@ def error(status: int, msg: str, loc: list[str | int], reason: str) -> HTTPExcep
     return HTTPException(status, detail=[{"loc": loc, "msg": msg, "type": reason}])
 
 
-def history_of(request: RecommendRequest, baseline: Baseline, settings: GenerativeSettings) -> tuple[str, frozenset[str], list[str]]:
+def history_of(
+    request: RecommendRequest, baseline: Baseline, settings: GenerativeSettings
+) -> tuple[str, frozenset[str], list[str]]:
     """``(history text, seen ids to exclude, unknown ids)``, checked like the service checks it."""
     if request.history_text is not None:
         return request.history_text, frozenset(), []
     history = request.history or []
     if len(history) > settings.max_history:
-        raise error(422, f"history has {len(history)} events; at most {settings.max_history}", ["body", "history"], "history_too_long")
+        raise error(
+            422, f"history has {len(history)} events; at most {settings.max_history}", ["body", "history"], "history_too_long"
+        )
     known = [e for e in history if e.item_id in baseline.catalog]
     unknown = [e.item_id for e in history if e.item_id not in baseline.catalog]
     if not known:
@@ -248,13 +252,18 @@ def create_app(settings: GenerativeSettings, transport: httpx.AsyncBaseTransport
         headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         base_url = settings.llm_url.rstrip("/").removesuffix("/v1")
         limits = httpx.Limits(max_connections=1024, max_keepalive_connections=64)
-        async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=settings.timeout_s, limits=limits,
-                                     transport=transport) as client:
+        async with httpx.AsyncClient(
+            base_url=base_url, headers=headers, timeout=settings.timeout_s, limits=limits, transport=transport
+        ) as client:
             app.state.llm = client
             yield
 
-    app = FastAPI(title="R2END generative baseline", version="1", lifespan=lifespan,
-                  description="An LLM names the next item; the title is matched to the catalogue (SLIM-style baseline).")
+    app = FastAPI(
+        title="R2END generative baseline",
+        version="1",
+        lifespan=lifespan,
+        description="An LLM names the next item; the title is matched to the catalogue (SLIM-style baseline).",
+    )
 
     @app.post("/recommend", response_model=RecommendResponse, summary="Top-k items named by the LLM")
     async def recommend(body: RecommendRequest, base: BaselineDep, client: LlmDep) -> RecommendResponse:
@@ -264,8 +273,12 @@ def create_app(settings: GenerativeSettings, transport: httpx.AsyncBaseTransport
         text, seen, unknown = history_of(body, base, settings)
         answer = await generate(client, settings, base.prompt(text))
         ranked = await asyncio.to_thread(base.matcher.rank, answer, k, seen)
-        return RecommendResponse(items=[ItemOut.from_meta(meta, round(score, 4)) for meta, score in ranked],
-                                 unknown_item_ids=unknown, bundle_version=settings.model, variant=settings.model)
+        return RecommendResponse(
+            items=[ItemOut.from_meta(meta, round(score, 4)) for meta, score in ranked],
+            unknown_item_ids=unknown,
+            bundle_version=settings.model,
+            variant=settings.model,
+        )
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -33,21 +33,44 @@ from locust.stats import CSV_STATS_INTERVAL_SEC
 
 from loadtest import shapes, traffic
 
-DEFAULTS = {"histories": str(traffic.DEFAULT_HISTORIES), "mix": traffic.DEFAULT_MIX, "k": 10,
-            "max_history": traffic.DEFAULT_MAX_HISTORY, "think_time": 0.0, "write_token": ""}
+DEFAULTS = {
+    "histories": str(traffic.DEFAULT_HISTORIES),
+    "mix": traffic.DEFAULT_MIX,
+    "k": 10,
+    "max_history": traffic.DEFAULT_MAX_HISTORY,
+    "think_time": 0.0,
+    "write_token": "",
+}
 
 
 @events.init_command_line_parser.add_listener
 def _options(parser) -> None:
     parser.add_argument("--histories", env_var="R2END_LT_HISTORIES", default=DEFAULTS["histories"], help="histories JSON file")
-    parser.add_argument("--mix", env_var="R2END_LT_MIX", default=DEFAULTS["mix"], help="task weights, e.g. recommend=85,batch=8,put=4,get=3")
+    parser.add_argument(
+        "--mix", env_var="R2END_LT_MIX", default=DEFAULTS["mix"], help="task weights, e.g. recommend=85,batch=8,put=4,get=3"
+    )
     parser.add_argument("--k", env_var="R2END_LT_K", type=int, default=DEFAULTS["k"], help="items per recommendation")
-    parser.add_argument("--max-history", env_var="R2END_LT_MAX_HISTORY", type=int, default=DEFAULTS["max_history"],
-                        help="most recent events sent per history (the service's R2END_MAX_HISTORY)")
-    parser.add_argument("--think-time", env_var="R2END_LT_THINK_TIME", type=float, default=DEFAULTS["think_time"],
-                        help="mean seconds between a user's requests (0: closed loop)")
-    parser.add_argument("--write-token", env_var="R2END_LT_WRITE_TOKEN", default=DEFAULTS["write_token"],
-                        help="the service's R2END_WRITE_TOKEN, sent as a bearer token with PUT /items", is_secret=True)
+    parser.add_argument(
+        "--max-history",
+        env_var="R2END_LT_MAX_HISTORY",
+        type=int,
+        default=DEFAULTS["max_history"],
+        help="most recent events sent per history (the service's R2END_MAX_HISTORY)",
+    )
+    parser.add_argument(
+        "--think-time",
+        env_var="R2END_LT_THINK_TIME",
+        type=float,
+        default=DEFAULTS["think_time"],
+        help="mean seconds between a user's requests (0: closed loop)",
+    )
+    parser.add_argument(
+        "--write-token",
+        env_var="R2END_LT_WRITE_TOKEN",
+        default=DEFAULTS["write_token"],
+        help="the service's R2END_WRITE_TOKEN, sent as a bearer token with PUT /items",
+        is_secret=True,
+    )
 
 
 def option(environment: Environment, name: str):
@@ -114,8 +137,12 @@ class RecommendUser(FastHttpUser):
                 resp.failure("no item_id in the answer")
 
 
-TASK_METHODS = {"recommend": RecommendUser.recommend, "batch": RecommendUser.batch,
-                "put": RecommendUser.put_item, "get": RecommendUser.get_item}
+TASK_METHODS = {
+    "recommend": RecommendUser.recommend,
+    "batch": RecommendUser.batch,
+    "put": RecommendUser.put_item,
+    "get": RecommendUser.get_item,
+}
 
 
 @events.init.add_listener

@@ -59,7 +59,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--dataset", help="named dataset (ml-100k, ml-1m) or one added with `r2end data add`")
     parser.add_argument("--format", dest="fmt", help="dataset format with --path (e.g. recbole)")
     parser.add_argument("--path", type=Path, help="dataset folder for --format")
-    parser.add_argument("--k", type=int, default=None, help="k-core, as in training (default: an added dataset's own, else 5; the tiny test bundle uses 2)")
+    parser.add_argument(
+        "--k",
+        type=int,
+        default=None,
+        help="k-core, as in training (default: an added dataset's own, else 5; the tiny test bundle uses 2)",
+    )
     parser.add_argument("--max-users", type=int, default=DEFAULT_MAX_USERS, help="sample at most this many test users")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_HISTORIES)
@@ -69,8 +74,11 @@ def main(argv: list[str] | None = None) -> Path:
     data = collect(load(args.dataset, args.fmt, args.path, args.k), args.max_users, args.seed)
     data.save(args.out)
     lengths = sorted(len(h) for h in data.histories)
-    print(f"{args.out}: {len(lengths)} histories of {data.dataset} (length median {lengths[len(lengths) // 2]}, "
-          f"max {lengths[-1]}), {len(data.item_ids)} items", file=sys.stderr)
+    print(
+        f"{args.out}: {len(lengths)} histories of {data.dataset} (length median {lengths[len(lengths) // 2]}, "
+        f"max {lengths[-1]}), {len(data.item_ids)} items",
+        file=sys.stderr,
+    )
     return args.out
 
 

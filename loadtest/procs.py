@@ -46,12 +46,28 @@ def terminate(process: subprocess.Popen, grace_s: float = 30.0) -> None:
         process.kill()
         process.wait(timeout=grace_s)
 
+
 class Managed:
     """A subprocess with a log file and an HTTP readiness URL."""
 
-    def __init__(self, name: str, command: list[str], workdir: Path, env: dict[str, str], ready_url: str | None,
-                 timeout_s: float = 300.0, cwd: Path = REPO):
-        self.name, self.command, self.env, self.ready_url, self.timeout_s, self.cwd = name, command, env, ready_url, timeout_s, cwd
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        workdir: Path,
+        env: dict[str, str],
+        ready_url: str | None,
+        timeout_s: float = 300.0,
+        cwd: Path = REPO,
+    ):
+        self.name, self.command, self.env, self.ready_url, self.timeout_s, self.cwd = (
+            name,
+            command,
+            env,
+            ready_url,
+            timeout_s,
+            cwd,
+        )
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"{name}.log"
         self.process: subprocess.Popen | None = None
@@ -68,7 +84,9 @@ class Managed:
         with httpx.Client(timeout=5.0) as client:
             while time.monotonic() < deadline:
                 if self.process is None or self.process.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited ({self.process and self.process.returncode}); log:\n{self.log()[-3000:]}")
+                    raise RuntimeError(
+                        f"{self.name} exited ({self.process and self.process.returncode}); log:\n{self.log()[-3000:]}"
+                    )
                 try:
                     if client.get(self.ready_url).status_code == 200:
                         return
@@ -92,8 +110,9 @@ class Managed:
         self.stop()
 
 
-def service(bundle: Path, workdir: Path, int8: bool, threads: int | None = None, cpus: str | None = None,
-            **settings: object) -> tuple[Managed, str]:
+def service(
+    bundle: Path, workdir: Path, int8: bool, threads: int | None = None, cpus: str | None = None, **settings: object
+) -> tuple[Managed, str]:
     """``python -m service.main`` on a free loopback port (item log in ``workdir``) and its URL.
 
     ``cpus`` (a ``taskset -c`` list such as ``0`` or ``0-1``) pins the server to those cores from its
@@ -102,10 +121,16 @@ def service(bundle: Path, workdir: Path, int8: bool, threads: int | None = None,
     """
     port = free_port()
     settings = {"write_token": WRITE_TOKEN, **settings}
-    env = child_env(R2END_BUNDLE_PATH=bundle, R2END_HOST="127.0.0.1", R2END_PORT=port, R2END_USE_INT8=str(int8).lower(),
-                    R2END_ITEM_LOG_PATH=workdir / "items.jsonl", R2END_LOG_LEVEL="warning",
-                    **({"R2END_ONNX_THREADS": threads} if threads else {}),
-                    **{f"R2END_{k.upper()}": v for k, v in settings.items()})
+    env = child_env(
+        R2END_BUNDLE_PATH=bundle,
+        R2END_HOST="127.0.0.1",
+        R2END_PORT=port,
+        R2END_USE_INT8=str(int8).lower(),
+        R2END_ITEM_LOG_PATH=workdir / "items.jsonl",
+        R2END_LOG_LEVEL="warning",
+        **({"R2END_ONNX_THREADS": threads} if threads else {}),
+        **{f"R2END_{k.upper()}": v for k, v in settings.items()},
+    )
     url = f"http://127.0.0.1:{port}"
     name = "service-int8" if int8 else "service-fp32"
     command = [sys.executable, "-m", "service.main"]
@@ -125,8 +150,19 @@ def taskset() -> str:
 def llama_server(model: str, workdir: Path, parallel: int, threads: int) -> tuple[Managed, str]:
     """``python -m training.teacher.server`` (llama.cpp, OpenAI-compatible) and its base URL."""
     port = free_port()
-    command = [sys.executable, "-m", "training.teacher.server", "--model", model, "--port", str(port),
-               "--parallel", str(parallel), "--threads", str(threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "training.teacher.server",
+        "--model",
+        model,
+        "--port",
+        str(port),
+        "--parallel",
+        str(parallel),
+        "--threads",
+        str(threads),
+    ]
     url = f"http://127.0.0.1:{port}"
     return Managed(f"llama-{model}", command, workdir, child_env(), url + "/health", timeout_s=900.0), url
 
@@ -134,34 +170,98 @@ def llama_server(model: str, workdir: Path, parallel: int, threads: int) -> tupl
 def generative_app(bundle: Path, llm_url: str, model: str, workdir: Path, max_tokens: int) -> tuple[Managed, str]:
     """``python -m loadtest.generative_app`` in front of ``llm_url`` and its URL."""
     port = free_port()
-    command = [sys.executable, "-m", "loadtest.generative_app", "--bundle", str(bundle), "--llm-url", llm_url,
-               "--model", model, "--port", str(port), "--max-tokens", str(max_tokens)]
+    command = [
+        sys.executable,
+        "-m",
+        "loadtest.generative_app",
+        "--bundle",
+        str(bundle),
+        "--llm-url",
+        llm_url,
+        "--model",
+        model,
+        "--port",
+        str(port),
+        "--max-tokens",
+        str(max_tokens),
+    ]
     url = f"http://127.0.0.1:{port}"
     return Managed(f"generative-{model}", command, workdir, child_env(), url + "/readyz"), url
 
 
-def locust_command(host: str, users: int, seconds: float, csv_prefix: Path, histories: Path, mix: str, max_history: int = 200,
-                   stop_timeout: float = 0.0) -> list[str]:
+def locust_command(
+    host: str,
+    users: int,
+    seconds: float,
+    csv_prefix: Path,
+    histories: Path,
+    mix: str,
+    max_history: int = 200,
+    stop_timeout: float = 0.0,
+) -> list[str]:
     """A headless closed-loop Locust run: ``users`` users spawned within a second, for ``seconds``.
 
     ``stop_timeout``: seconds users may finish their request in flight at the end (slow systems: else it is lost).
     """
     return [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users), "-r", str(users),
-        "-t", f"{max(1, round(seconds))}s", "--host", host, "--csv", str(csv_prefix), "--csv-full-history",
-        "--only-summary", "--exit-code-on-error", "0", "--stop-timeout", f"{stop_timeout:g}",
-        "--histories", str(histories), "--mix", mix, "--max-history", str(max_history), "--loglevel", "WARNING",
-        "--write-token", WRITE_TOKEN,
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{max(1, round(seconds))}s",
+        "--host",
+        host,
+        "--csv",
+        str(csv_prefix),
+        "--csv-full-history",
+        "--only-summary",
+        "--exit-code-on-error",
+        "0",
+        "--stop-timeout",
+        f"{stop_timeout:g}",
+        "--histories",
+        str(histories),
+        "--mix",
+        mix,
+        "--max-history",
+        str(max_history),
+        "--loglevel",
+        "WARNING",
+        "--write-token",
+        WRITE_TOKEN,
     ]
 
 
-def run_locust(host: str, users: int, seconds: float, csv_prefix: Path, histories: Path, mix: str, max_history: int = 200,
-               stop_timeout: float = 0.0) -> None:
+def run_locust(
+    host: str,
+    users: int,
+    seconds: float,
+    csv_prefix: Path,
+    histories: Path,
+    mix: str,
+    max_history: int = 200,
+    stop_timeout: float = 0.0,
+) -> None:
     """Run Locust to completion (its output in ``<csv_prefix>.log``); raise if it did not produce its CSV files."""
     command = locust_command(host, users, seconds, csv_prefix, histories, mix, max_history, stop_timeout)
     log_path = Path(f"{csv_prefix}.log")
     with open(log_path, "wb") as log:
-        done = subprocess.run(command, check=False, cwd=REPO, env=child_env(), stdout=log, stderr=subprocess.STDOUT, timeout=seconds + stop_timeout + 600)
+        done = subprocess.run(
+            command,
+            check=False,
+            cwd=REPO,
+            env=child_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=seconds + stop_timeout + 600,
+        )
     if done.returncode != 0 or not Path(f"{csv_prefix}_stats.csv").is_file():
         raise RuntimeError(f"locust failed ({done.returncode}); log:\n{log_path.read_text(errors='replace')[-3000:]}")
 
@@ -191,14 +291,38 @@ def infinity(peer_root: Path, precision: str, workdir: Path, timeout_s: float = 
     model_dir = peer_root / "models" / f"minilm-{precision}"
     missing = [p for p in (executable, model_dir / "model.onnx") if not p.exists()]
     if missing:
-        raise FileNotFoundError(f"infinity peer not installed at {peer_root} (missing {', '.join(map(str, missing))}); "
-                                f"run: PEER_ROOT={peer_root} bash shared/peers/infinity/setup.sh")
+        raise FileNotFoundError(
+            f"infinity peer not installed at {peer_root} (missing {', '.join(map(str, missing))}); "
+            f"run: PEER_ROOT={peer_root} bash shared/peers/infinity/setup.sh"
+        )
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(PATH=f"{executable.parent}{os.pathsep}{env.get('PATH', '')}", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               DO_NOT_TRACK="1", INFINITY_ANONYMOUS_USAGE_STATS="0", HF_HOME=str(peer_root / "hf_home"))
-    command = [str(executable), "v2", "--model-id", ".", "--served-model-name", INFINITY_MODEL, "--engine", "optimum",
-               "--pooling-method", "mean", "--device", "cpu", "--host", "127.0.0.1", "--port", str(port),
-               "--no-model-warmup"]  # its warm-up times batches of 512 tokens (minutes on 2 cores); the benchmark warms up both servers alike
+    env.update(
+        PATH=f"{executable.parent}{os.pathsep}{env.get('PATH', '')}",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        DO_NOT_TRACK="1",
+        INFINITY_ANONYMOUS_USAGE_STATS="0",
+        HF_HOME=str(peer_root / "hf_home"),
+    )
+    command = [
+        str(executable),
+        "v2",
+        "--model-id",
+        ".",
+        "--served-model-name",
+        INFINITY_MODEL,
+        "--engine",
+        "optimum",
+        "--pooling-method",
+        "mean",
+        "--device",
+        "cpu",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-model-warmup",
+    ]  # its warm-up times batches of 512 tokens (minutes on 2 cores); the benchmark warms up both servers alike
     url = f"http://127.0.0.1:{port}"
     return Managed(f"infinity-{precision}", command, workdir, env, url + "/health", timeout_s=timeout_s, cwd=model_dir), url

@@ -24,8 +24,10 @@ INSTALL_HINT = "apt-get install -y prometheus"
 
 def p99_query(handler: str, window_s: int, quantile: float = 0.99) -> str:
     """PromQL for a latency quantile of one handler over ``window_s`` (the service's instrumentator histogram)."""
-    return (f'histogram_quantile({quantile}, sum(rate(http_request_duration_seconds_bucket'
-            f'{{job="{JOB}",handler="{handler}"}}[{window_s}s])) by (le))')
+    return (
+        f"histogram_quantile({quantile}, sum(rate(http_request_duration_seconds_bucket"
+        f'{{job="{JOB}",handler="{handler}"}}[{window_s}s])) by (le))'
+    )
 
 
 def rps_query(handler: str, window_s: int) -> str:
@@ -38,14 +40,23 @@ class Prometheus(Managed):
 
     def __init__(self, target: str, workdir: Path, lifetime_s: float, binary: str = "prometheus"):
         workdir.mkdir(parents=True, exist_ok=True)
-        config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                  "scrape_configs": [{"job_name": JOB, "metrics_path": "/metrics", "static_configs": [{"targets": [target]}]}]}
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": JOB, "metrics_path": "/metrics", "static_configs": [{"targets": [target]}]}],
+        }
         (workdir / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [shutil.which("timeout") or "timeout", "--kill-after=10", f"{int(lifetime_s)}s", binary,
-                   f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-                   f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
+        command = [
+            shutil.which("timeout") or "timeout",
+            "--kill-after=10",
+            f"{int(lifetime_s)}s",
+            binary,
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
         super().__init__("prometheus", command, workdir, child_env(), self.url + "/-/ready", timeout_s=60.0)
 
     def start(self) -> Self:

@@ -132,8 +132,17 @@ class Run:
         return dict(sorted(counts.items()))
 
 
-async def closed_loop(host: str, port: int, path: str, bodies: Sequence[bytes], concurrency: int, seconds: float,
-                      headers: Mapping[str, str] | None = None, method: str = "POST", timeout_s: float = 60.0) -> Run:
+async def closed_loop(
+    host: str,
+    port: int,
+    path: str,
+    bodies: Sequence[bytes],
+    concurrency: int,
+    seconds: float,
+    headers: Mapping[str, str] | None = None,
+    method: str = "POST",
+    timeout_s: float = 60.0,
+) -> Run:
     """``concurrency`` clients, each on its own connection, sending its next request as soon as the last is answered.
 
     Client ``i`` sends bodies ``i, i + concurrency, ...`` (cycling), so the clients together walk
@@ -164,9 +173,19 @@ async def closed_loop(host: str, port: int, path: str, bodies: Sequence[bytes], 
     return run
 
 
-async def open_loop(host: str, port: int, path: str, bodies: Sequence[bytes], rate: float, seconds: float,
-                    headers: Mapping[str, str] | None = None, max_in_flight: int = 4096, timeout_s: float = 60.0, seed: int = 0,
-                    on_sample: Callable[[Sample], None] | None = None) -> Run:
+async def open_loop(
+    host: str,
+    port: int,
+    path: str,
+    bodies: Sequence[bytes],
+    rate: float,
+    seconds: float,
+    headers: Mapping[str, str] | None = None,
+    max_in_flight: int = 4096,
+    timeout_s: float = 60.0,
+    seed: int = 0,
+    on_sample: Callable[[Sample], None] | None = None,
+) -> Run:
     """Requests arriving at ``rate`` per second (Poisson, seeded) for ``seconds``, whether or not earlier ones were answered.
 
     Unlike a closed loop, an overloaded server does not slow the arrivals down: this is how load
@@ -218,7 +237,9 @@ async def open_loop(host: str, port: int, path: str, bodies: Sequence[bytes], ra
     return run
 
 
-async def sequential(host: str, port: int, path: str, bodies: Sequence[bytes], n: int, headers: Mapping[str, str] | None = None) -> Run:
+async def sequential(
+    host: str, port: int, path: str, bodies: Sequence[bytes], n: int, headers: Mapping[str, str] | None = None
+) -> Run:
     """``n`` requests one after the other on one connection (a single client's latency)."""
     run = Run(1, 0.0)
     conn = Connection(host, port)

@@ -47,25 +47,46 @@ def ratio_lines(levels: list[LevelResult], fast_prefix: str = "R2END") -> list[s
 def markdown(levels: list[LevelResult], header: dict, plot_name: str | None) -> str:
     """The whole section between the markers (``header``: stamp, setup lines, notes)."""
     systems = by_system(levels)
-    lines = [BEGIN, "## Load test: R2END vs a generative LLM recommender (Locust, real concurrency)", "",
-             f"`{header['command']}`  ", f"git {header['git_commit']}; {header['machine']}; {header['created']}", ""]
+    lines = [
+        BEGIN,
+        "## Load test: R2END vs a generative LLM recommender (Locust, real concurrency)",
+        "",
+        f"`{header['command']}`  ",
+        f"git {header['git_commit']}; {header['machine']}; {header['created']}",
+        "",
+    ]
     lines += header.get("setup", []) + [""]
-    lines += ["### Saturation throughput (`POST /recommend`)", "",
-              "| system | saturation (req/s) | at users | p50 (ms) | p99 (ms) | error rate | within error budget |",
-              "|---|---:|---:|---:|---:|---:|---|"]
+    lines += [
+        "### Saturation throughput (`POST /recommend`)",
+        "",
+        "| system | saturation (req/s) | at users | p50 (ms) | p99 (ms) | error rate | within error budget |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
     for name, rows in systems.items():
         best, ok = saturation(rows)
         if best is not None:
-            lines.append(f"| {name} | {_rps(best.rps)} | {best.users} | {_ms(best.p50_ms)} | {_ms(best.p99_ms)} | "
-                         f"{best.error_rate:.2%} | {'yes' if ok else f'no (> {MAX_ERROR_RATE:.0%})'} |")
-    lines += ["", *ratio_lines(levels), "", "### Every level", "",
-              ("| system | users | /recommend ok req/s | all req/s | p50 (ms) | p95 (ms) | p99 Locust (ms) | p99 Prometheus (ms) "
-              "| Prometheus 2xx req/s | requests | error rate |"),
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            lines.append(
+                f"| {name} | {_rps(best.rps)} | {best.users} | {_ms(best.p50_ms)} | {_ms(best.p99_ms)} | "
+                f"{best.error_rate:.2%} | {'yes' if ok else f'no (> {MAX_ERROR_RATE:.0%})'} |"
+            )
+    lines += [
+        "",
+        *ratio_lines(levels),
+        "",
+        "### Every level",
+        "",
+        (
+            "| system | users | /recommend ok req/s | all req/s | p50 (ms) | p95 (ms) | p99 Locust (ms) | p99 Prometheus (ms) "
+            "| Prometheus 2xx req/s | requests | error rate |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, rows in systems.items():
         for lv in rows:
-            lines.append(f"| {name} | {lv.users} | {_rps(lv.rps)} | {_rps(lv.total_rps)} | {_ms(lv.p50_ms)} | {_ms(lv.p95_ms)} | "
-                         f"{_ms(lv.p99_ms)} | {_ms(lv.prom_p99_ms)} | {_rps(lv.prom_rps)} | {lv.requests} | {lv.error_rate:.2%} |")
+            lines.append(
+                f"| {name} | {lv.users} | {_rps(lv.rps)} | {_rps(lv.total_rps)} | {_ms(lv.p50_ms)} | {_ms(lv.p95_ms)} | "
+                f"{_ms(lv.p99_ms)} | {_ms(lv.prom_p99_ms)} | {_rps(lv.prom_rps)} | {lv.requests} | {lv.error_rate:.2%} |"
+            )
     if plot_name:
         lines += ["", f"![throughput and p99 latency vs concurrency]({plot_name})"]
     lines += ["", *header.get("notes", []), END]
@@ -88,7 +109,10 @@ def plot(levels: list[LevelResult], path: Path) -> Path:
         if p99:
             right.plot(*zip(*p99, strict=True), marker="o", label=name)
     ticks = sorted({lv.users for lv in levels})
-    for axis, title, unit in ((left, "throughput (POST /recommend)", "successful requests / s"), (right, "p99 latency (Locust)", "ms")):
+    for axis, title, unit in (
+        (left, "throughput (POST /recommend)", "successful requests / s"),
+        (right, "p99 latency (Locust)", "ms"),
+    ):
         axis.set_xscale("log", base=2)
         axis.set_xticks(ticks, [str(t) for t in ticks])
         axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())

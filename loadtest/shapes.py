@@ -52,15 +52,23 @@ def shape_from_env(environ: Mapping[str, str] = os.environ) -> type[LoadTestShap
     if not name or name == "none":
         return None
     if name == "step":
-        return type("StepLoad", (StepLoadShape,), {
-            "step_users": int(environ.get("R2END_LT_STEP_USERS", StepLoadShape.step_users)),
-            "step_seconds": float(environ.get("R2END_LT_STEP_SECONDS", StepLoadShape.step_seconds)),
-            "max_users": int(environ.get("R2END_LT_MAX_USERS", StepLoadShape.max_users)),
-        })
+        return type(
+            "StepLoad",
+            (StepLoadShape,),
+            {
+                "step_users": int(environ.get("R2END_LT_STEP_USERS", StepLoadShape.step_users)),
+                "step_seconds": float(environ.get("R2END_LT_STEP_SECONDS", StepLoadShape.step_seconds)),
+                "max_users": int(environ.get("R2END_LT_MAX_USERS", StepLoadShape.max_users)),
+            },
+        )
     if name == "soak":
-        return type("Soak", (SoakShape,), {
-            "users": int(environ.get("R2END_LT_SOAK_USERS", SoakShape.users)),
-            "seconds": float(environ.get("R2END_LT_SOAK_SECONDS", SoakShape.seconds)),
-            "ramp_seconds": float(environ.get("R2END_LT_RAMP_SECONDS", SoakShape.ramp_seconds)),
-        })
+        return type(
+            "Soak",
+            (SoakShape,),
+            {
+                "users": int(environ.get("R2END_LT_SOAK_USERS", SoakShape.users)),
+                "seconds": float(environ.get("R2END_LT_SOAK_SECONDS", SoakShape.seconds)),
+                "ramp_seconds": float(environ.get("R2END_LT_RAMP_SECONDS", SoakShape.ramp_seconds)),
+            },
+        )
     raise ValueError(f"R2END_LT_SHAPE={name!r}: expected step, soak or none")

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HISTORIES_ENV = "R2END_LT_HISTORIES"
-DEFAULT_HISTORIES = Path(os.environ.get("R2END_HOME") or Path.home() / ".cache" / "r2end").expanduser() / "loadtest" / "histories.json"
+DEFAULT_HISTORIES = (
+    Path(os.environ.get("R2END_HOME") or Path.home() / ".cache" / "r2end").expanduser() / "loadtest" / "histories.json"
+)
 DEFAULT_MAX_HISTORY = 200  # the service's R2END_MAX_HISTORY default
 DEFAULT_MIX = "recommend=85,batch=8,put=4,get=3"
 TASKS = ("recommend", "batch", "put", "get")
@@ -74,8 +76,9 @@ def recommend_body(history: list[tuple[str, int]], k: int = 10, max_history: int
     return {"history": history_events(history, max_history), "k": k}
 
 
-def batch_body(rng: random.Random, data: TrafficData, k: int = 10, max_history: int = DEFAULT_MAX_HISTORY,
-               users: tuple[int, int] = (2, 16)) -> dict:
+def batch_body(
+    rng: random.Random, data: TrafficData, k: int = 10, max_history: int = DEFAULT_MAX_HISTORY, users: tuple[int, int] = (2, 16)
+) -> dict:
     """``POST /recommend/batch`` body for 2..16 random test users."""
     n = rng.randint(*users)
     return {"requests": [recommend_body(rng.choice(data.histories), k, max_history) for _ in range(n)]}

@@ -1,6 +1,6 @@
 """Load benchmark: R2END (fp32, int8) vs generative LLM recommenders under Locust; see :mod:`loadtest.bench`.
 
-    python scripts/bench_load.py [--levels 1,2,4,8,16,32] [--duration 30] [--models smollm2-135m,qwen2.5-coder-1.5b] [--out docs/BENCHMARKS.md]
+python scripts/bench_load.py [--levels 1,2,4,8,16,32] [--duration 30] [--models smollm2-135m,qwen2.5-coder-1.5b] [--out docs/BENCHMARKS.md]
 """
 
 from __future__ import annotations

@@ -118,8 +118,13 @@ async def pipeline_phase(model: str, settings: LlamaCppSettings, tasks, dataset:
     for _, result in backend.calls:
         if result is not None:
             phase.add(result.raw)
-    info = {"model_id": backend.model_id, "ok": summary.ok, "flagged": summary.flagged, "retries": summary.retries,
-            "errors": summary.errors}
+    info = {
+        "model_id": backend.model_id,
+        "ok": summary.ok,
+        "flagged": summary.flagged,
+        "retries": summary.retries,
+        "errors": summary.errors,
+    }
     return phase, [(req, res) for req, res in backend.calls if res is not None], info
 
 
@@ -129,12 +134,19 @@ async def raw_phase(model: str, settings: LlamaCppSettings, calls: list) -> Phas
     slots = asyncio.Semaphore(settings.n_parallel)
     limits = httpx.Limits(max_connections=settings.n_parallel, max_keepalive_connections=settings.n_parallel)
     try:
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=httpx.Timeout(1800.0, connect=10.0), limits=limits) as client:
+        async with httpx.AsyncClient(
+            base_url=server.base_url, timeout=httpx.Timeout(1800.0, connect=10.0), limits=limits
+        ) as client:
 
             async def one(request: GenerationRequest, result: GenerationResult) -> dict:
                 body = {
-                    "model": server.model_id, "messages": request.messages, "temperature": 0.0, "seed": SEED,
-                    "max_tokens": max(1, result.completion_tokens), "ignore_eos": True, "cache_prompt": True,
+                    "model": server.model_id,
+                    "messages": request.messages,
+                    "temperature": 0.0,
+                    "seed": SEED,
+                    "max_tokens": max(1, result.completion_tokens),
+                    "ignore_eos": True,
+                    "cache_prompt": True,
                 }
                 async with slots:
                     response = await client.post("/v1/chat/completions", json=body)
@@ -160,15 +172,31 @@ def report(raw: Phase, pipe: Phase, info: dict, args, command: str) -> str:
         ("prompt tokens processed (not cached)", f"{raw.prompt_n}", f"{pipe.prompt_n}", ""),
         ("prompt tokens from llama.cpp's cache", f"{raw.cached_n}", f"{pipe.cached_n}", ""),
         ("generated tokens", f"{raw.predicted_n}", f"{pipe.predicted_n}", ""),
-        ("engine prompt tok/s (llama.cpp timings, per slot)", f"{raw.engine_prompt_tok_s:.1f}", f"{pipe.engine_prompt_tok_s:.1f}",
-         ratio(pipe.engine_prompt_tok_s, raw.engine_prompt_tok_s)),
-        ("engine generation tok/s (llama.cpp timings, per slot)", f"{raw.engine_gen_tok_s:.1f}", f"{pipe.engine_gen_tok_s:.1f}",
-         ratio(pipe.engine_gen_tok_s, raw.engine_gen_tok_s)),
+        (
+            "engine prompt tok/s (llama.cpp timings, per slot)",
+            f"{raw.engine_prompt_tok_s:.1f}",
+            f"{pipe.engine_prompt_tok_s:.1f}",
+            ratio(pipe.engine_prompt_tok_s, raw.engine_prompt_tok_s),
+        ),
+        (
+            "engine generation tok/s (llama.cpp timings, per slot)",
+            f"{raw.engine_gen_tok_s:.1f}",
+            f"{pipe.engine_gen_tok_s:.1f}",
+            ratio(pipe.engine_gen_tok_s, raw.engine_gen_tok_s),
+        ),
         ("wall s", f"{raw.wall_s:.1f}", f"{pipe.wall_s:.1f}", ratio(raw.wall_s, pipe.wall_s)),
-        ("wall prompt tok/s (all slots)", f"{raw.wall_prompt_tok_s:.1f}", f"{pipe.wall_prompt_tok_s:.1f}",
-         ratio(pipe.wall_prompt_tok_s, raw.wall_prompt_tok_s)),
-        ("**wall generation tok/s (all slots)**", f"{raw.wall_gen_tok_s:.1f}", f"{pipe.wall_gen_tok_s:.1f}",
-         f"**{ratio(pipe.wall_gen_tok_s, raw.wall_gen_tok_s)}**"),
+        (
+            "wall prompt tok/s (all slots)",
+            f"{raw.wall_prompt_tok_s:.1f}",
+            f"{pipe.wall_prompt_tok_s:.1f}",
+            ratio(pipe.wall_prompt_tok_s, raw.wall_prompt_tok_s),
+        ),
+        (
+            "**wall generation tok/s (all slots)**",
+            f"{raw.wall_gen_tok_s:.1f}",
+            f"{pipe.wall_gen_tok_s:.1f}",
+            f"**{ratio(pipe.wall_gen_tok_s, raw.wall_gen_tok_s)}**",
+        ),
     ]
     headline = pipe.wall_gen_tok_s / raw.wall_gen_tok_s if raw.wall_gen_tok_s else 0.0
     lines = [
@@ -199,13 +227,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="qwen2.5-coder-1.5b", help="registered model name or .gguf path")
     parser.add_argument("--n", type=int, default=16, help="real teacher tasks to run")
-    parser.add_argument("--parallel", type=int, default=LlamaCppSettings.n_parallel, help="llama.cpp slots (= requests in flight)")
+    parser.add_argument(
+        "--parallel", type=int, default=LlamaCppSettings.n_parallel, help="llama.cpp slots (= requests in flight)"
+    )
     parser.add_argument("--threads", type=int, default=LlamaCppSettings.n_threads, help="llama.cpp threads")
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--kind", default="oracle", choices=["oracle", "description", "unguided"])
     parser.add_argument("--out", type=Path, help="also write the Markdown snippet here")
     args = parser.parse_args(argv)
-    command = "PYTHONPATH=. python scripts/bench_teacher.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = "PYTHONPATH=. python scripts/bench_teacher.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
 
     ds = load_dataset(args.dataset)
     tasks = build_tasks(ds, args.kind)[: args.n]

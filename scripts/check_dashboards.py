@@ -69,7 +69,11 @@ def dashboard_queries(paths: Iterable[Path]) -> list[PanelQuery]:
         for panel in panels(dashboard.get("panels", [])):
             for target in panel.get("targets", []):
                 if target.get("expr"):
-                    queries.append(PanelQuery(title, panel.get("title", f"panel {panel.get('id')}"), target.get("refId", "?"), target["expr"]))
+                    queries.append(
+                        PanelQuery(
+                            title, panel.get("title", f"panel {panel.get('id')}"), target.get("refId", "?"), target["expr"]
+                        )
+                    )
     return queries
 
 
@@ -158,7 +162,11 @@ class Load:
             n = 0
             while not self._stop.is_set():
                 item = f"{LOAD_ITEM_PREFIX}{n % 5}"
-                body = {"title": f"Dashboard check {n}", "categories": ["Drama"], "description": "Traffic for the dashboard check."}
+                body = {
+                    "title": f"Dashboard check {n}",
+                    "categories": ["Drama"],
+                    "description": "Traffic for the dashboard check.",
+                }
                 self._expect(http.put(f"/items/{item}", json=body, headers=self.write_headers), {200, 201}, "PUT /items")
                 self._expect(http.post("/recommend", json={"history": [{"item_id": item}], "k": 5}), {200}, "POST /recommend")
                 text = "1997-12-04: L.A. Confidential (1997); Categories: Crime, Film-Noir, Mystery, Thriller"
@@ -219,8 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-token", help="credential for PUT /items (R2END_WRITE_TOKEN)")
     parser.add_argument("--admin-token", help="credential for POST /admin/reload (R2END_ADMIN_TOKEN)")
     parser.add_argument("--dashboards", type=Path, default=DASHBOARDS, help="folder of dashboard JSON files")
-    parser.add_argument("--warmup", type=float, default=None,
-                        help="seconds of traffic before the first query (default: $__rate_interval plus one scrape)")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="seconds of traffic before the first query (default: $__rate_interval plus one scrape)",
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the target and for data")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -51,8 +51,12 @@ class Fixed:
 def all_scores(model, ds, stage: str) -> np.ndarray:
     users = list(range(ds.n_users))
     histories = [ds.example(u, stage)[0] for u in users]
-    return np.concatenate([np.asarray(model.score(ds, users[i : i + 256], histories[i : i + 256]), dtype=np.float64)
-                           for i in range(0, len(users), 256)])
+    return np.concatenate(
+        [
+            np.asarray(model.score(ds, users[i : i + 256], histories[i : i + 256]), dtype=np.float64)
+            for i in range(0, len(users), 256)
+        ]
+    )
 
 
 def standardise(scores: np.ndarray) -> np.ndarray:
@@ -83,29 +87,53 @@ def main() -> None:
     if meta.get("split_hash") not in (None, ds.split_hash):
         raise SystemExit(f"{args.run}: trained on another split")
     sasrec = load_sasrec(args.sasrec, ds.n_items, ds.split_hash)
-    scores = {stage: {"sasrec": all_scores(sasrec, ds, stage), "text": all_scores(text, ds, stage)} for stage in ("valid", "test")}
+    scores = {
+        stage: {"sasrec": all_scores(sasrec, ds, stage), "text": all_scores(text, ds, stage)} for stage in ("valid", "test")
+    }
     z = {stage: {name: standardise(s) for name, s in parts.items()} for stage, parts in scores.items()}
     curve = []
     for w in WEIGHTS:
         fused = z["valid"]["sasrec"] + w * z["valid"]["text"]
-        curve.append({"w": w, "valid_NDCG@10": evaluate(Fixed("fused", fused), ds, "valid", keep_per_user=False).metrics["NDCG@10"]})
+        curve.append(
+            {"w": w, "valid_NDCG@10": evaluate(Fixed("fused", fused), ds, "valid", keep_per_user=False).metrics["NDCG@10"]}
+        )
         print(f"w={w:<5} valid NDCG@10 {curve[-1]['valid_NDCG@10']:.4f}", flush=True)
     best = max(curve, key=lambda row: row["valid_NDCG@10"])["w"]
-    results = {name: evaluate(Fixed(name, s), ds, "test") for name, s in
-               (("sasrec", scores["test"]["sasrec"]), ("text", scores["test"]["text"]),
-                ("fused", z["test"]["sasrec"] + best * z["test"]["text"]))}
+    results = {
+        name: evaluate(Fixed(name, s), ds, "test")
+        for name, s in (
+            ("sasrec", scores["test"]["sasrec"]),
+            ("text", scores["test"]["text"]),
+            ("fused", z["test"]["sasrec"] + best * z["test"]["text"]),
+        )
+    }
     comparison = paired_bootstrap(np.array(results["fused"].per_user["NDCG@10"]), np.array(results["sasrec"].per_user["NDCG@10"]))
     for name, result in results.items():
         print(name, {k: round(v, 4) for k, v in result.metrics.items()})
     print("fused vs SASRec-CE, NDCG@10:", {k: round(v, 4) if isinstance(v, float) else v for k, v in comparison.items()})
     out = results_dir() / ds.name / "analysis" / f"late-fusion-{args.run.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "what": "z(SASRec-CE) + w * z(text path), w chosen on validation NDCG@10", "dataset": ds.name, "split_hash": ds.split_hash,
-        "text_run": args.run.name, "text_config": meta["config"], "sasrec_config": sasrec.config.identity(),
-        "validation_curve": curve, "chosen_w": best, "test": {name: r.metrics for name, r in results.items()},
-        "fused_vs_sasrec_NDCG@10": comparison, "command": command_line(), "git_commit": git_commit(), "machine": machine(),
-    }, indent=1) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "what": "z(SASRec-CE) + w * z(text path), w chosen on validation NDCG@10",
+                "dataset": ds.name,
+                "split_hash": ds.split_hash,
+                "text_run": args.run.name,
+                "text_config": meta["config"],
+                "sasrec_config": sasrec.config.identity(),
+                "validation_curve": curve,
+                "chosen_w": best,
+                "test": {name: r.metrics for name, r in results.items()},
+                "fused_vs_sasrec_NDCG@10": comparison,
+                "command": command_line(),
+                "git_commit": git_commit(),
+                "machine": machine(),
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
 
 

@@ -37,9 +37,17 @@ MIN_CASES = 1000
 def goals(result: FuzzResult, min_cases: int, tracebacks: int) -> list[tuple[str, str, bool]]:
     return [
         (f"generated test cases >= {min_cases}", str(result.generated), result.generated >= min_cases),
-        ("every operation tested", f"{result.operations_tested}/{result.operations_total}", result.operations_tested == result.operations_total),
+        (
+            "every operation tested",
+            f"{result.operations_tested}/{result.operations_total}",
+            result.operations_tested == result.operations_total,
+        ),
         ("5xx answers found (distinct failures) = 0", str(result.server_errors), result.server_errors == 0),
-        ("answers breaking the schema found (distinct failures) = 0", str(result.schema_violations), result.schema_violations == 0),
+        (
+            "answers breaking the schema found (distinct failures) = 0",
+            str(result.schema_violations),
+            result.schema_violations == 0,
+        ),
         ("requests without an answer or run errors = 0", str(sum(e["count"] or 0 for e in result.errors)), not result.errors),
         ("tracebacks in the server log = 0", str(tracebacks), tracebacks == 0),
     ]
@@ -52,9 +60,12 @@ def markdown(info: dict, bundle: str, result: FuzzResult, goal_list: list[tuple[
         f"`{info['command']}`  ",
         f"git {info['git_commit']}; {info['machine_line']}; {info['created']}",
         "",
-        (f"Bundle `{bundle}`; schemathesis `{' '.join(result.command[1:])}` (every request carries the admin and write "
-         f"credential); checks {', '.join(f'`{c}`' for c in CHECKS)}. Phases: "
-         + ", ".join(f"{name} {status}" for name, status in result.phases.items()) + "."),
+        (
+            f"Bundle `{bundle}`; schemathesis `{' '.join(result.command[1:])}` (every request carries the admin and write "
+            f"credential); checks {', '.join(f'`{c}`' for c in CHECKS)}. Phases: "
+            + ", ".join(f"{name} {status}" for name, status in result.phases.items())
+            + "."
+        ),
         "",
         "| goal | measured | |",
         "|---|---:|---|",
@@ -78,7 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--phases", default="examples,coverage,fuzzing,stateful")
     parser.add_argument("--threads", type=int, help="the server's R2END_ONNX_THREADS (default: its cores)")
     parser.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request (a reload may take long)")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "schemathesis", help="writes <out>.md and <out>.json")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "docs" / "benchmarks" / "schemathesis", help="writes <out>.md and <out>.json"
+    )
     return parser.parse_args(argv)
 
 
@@ -95,9 +108,16 @@ def main(argv: list[str] | None = None) -> int:
         server, url = procs.service(args.bundle, workdir, False, args.threads, admin_token=token, write_token=token)
         with server:
             log.info("service ready at %s; running schemathesis (max %d examples per operation)", url, args.max_examples)
-            result = run_schemathesis(url, workdir / "report", max_examples=args.max_examples, token=token, seed=args.seed,
-                                      phases=[p.strip() for p in args.phases.split(",") if p.strip()],
-                                      request_timeout_s=args.request_timeout, timeout_s=6 * 3600)
+            result = run_schemathesis(
+                url,
+                workdir / "report",
+                max_examples=args.max_examples,
+                token=token,
+                seed=args.seed,
+                phases=[p.strip() for p in args.phases.split(",") if p.strip()],
+                request_timeout_s=args.request_timeout,
+                timeout_s=6 * 3600,
+            )
         tracebacks = server.log().count("Traceback (most recent call last)")
     log.info("%s", result.summary())
 
@@ -109,10 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.out}.md").write_text(text, encoding="utf-8")
-    payload = {**info, "bundle_version": manifest.bundle_version, "schemathesis_command": result.command, "exit_code": result.exit_code,
-               "generated": result.generated, "operations_tested": result.operations_tested, "operations_total": result.operations_total,
-               "failures": result.failures, "errors": result.errors, "phases": result.phases, "server_tracebacks": tracebacks,
-               "goals": [{"goal": n, "measured": v, "met": ok} for n, v, ok in goal_list]}
+    payload = {
+        **info,
+        "bundle_version": manifest.bundle_version,
+        "schemathesis_command": result.command,
+        "exit_code": result.exit_code,
+        "generated": result.generated,
+        "operations_tested": result.operations_tested,
+        "operations_total": result.operations_total,
+        "failures": result.failures,
+        "errors": result.errors,
+        "phases": result.phases,
+        "server_tracebacks": tracebacks,
+        "goals": [{"goal": n, "measured": v, "met": ok} for n, v, ok in goal_list],
+    }
     Path(f"{args.out}.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     log.info("wrote %s.md and %s.json", args.out, args.out)
     return 0 if all(ok for _n, _v, ok in goal_list) else 1

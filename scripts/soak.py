@@ -78,8 +78,17 @@ def rss_of(pid: int) -> int:
     return psutil.Process(pid).memory_info().rss
 
 
-async def side_tasks(url: str, pid: int, started: float, seconds: float, reload_every: float, puts_per_second: float,
-                     admin_token: str, write_token: str, record: SoakRecord) -> None:
+async def side_tasks(
+    url: str,
+    pid: int,
+    started: float,
+    seconds: float,
+    reload_every: float,
+    puts_per_second: float,
+    admin_token: str,
+    write_token: str,
+    record: SoakRecord,
+) -> None:
     """Reloads, credentialed PUTs and RSS samples until ``seconds`` after ``started`` (perf_counter)."""
     end = started + seconds
 
@@ -104,8 +113,11 @@ async def side_tasks(url: str, pid: int, started: float, seconds: float, reload_
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
             item_id, title = f"soak-{n}", f"Soak item {n}"
             try:
-                response = await client.put(f"/items/{item_id}", json={"title": title, "year": 2000, "categories": ["Drama"]},
-                                            headers={"Authorization": f"Bearer {write_token}"})
+                response = await client.put(
+                    f"/items/{item_id}",
+                    json={"title": title, "year": 2000, "categories": ["Drama"]},
+                    headers={"Authorization": f"Bearer {write_token}"},
+                )
                 if response.status_code in (200, 201):
                     record.puts_acked[item_id] = title
                 elif response.status_code != 503:  # a 503 is a deliberate refusal under overload, not a lost write
@@ -123,13 +135,18 @@ async def side_tasks(url: str, pid: int, started: float, seconds: float, reload_
         await asyncio.gather(reloads(client), puts(client), rss())
 
 
-async def soak(port: int, url: str, pid: int, bodies: list[bytes], rate: float, args: argparse.Namespace, tokens: tuple[str, str]
-               ) -> tuple[rawhttp.Run, SoakRecord, float]:
+async def soak(
+    port: int, url: str, pid: int, bodies: list[bytes], rate: float, args: argparse.Namespace, tokens: tuple[str, str]
+) -> tuple[rawhttp.Run, SoakRecord, float]:
     record = SoakRecord()
     started = time.perf_counter()
-    traffic = rawhttp.open_loop("127.0.0.1", port, "/recommend", bodies, rate, args.seconds, timeout_s=args.request_timeout, seed=1)
-    run, _ = await asyncio.gather(traffic, side_tasks(url, pid, started, args.seconds, args.reload_every, args.puts_per_second,
-                                                      tokens[0], tokens[1], record))
+    traffic = rawhttp.open_loop(
+        "127.0.0.1", port, "/recommend", bodies, rate, args.seconds, timeout_s=args.request_timeout, seed=1
+    )
+    run, _ = await asyncio.gather(
+        traffic,
+        side_tasks(url, pid, started, args.seconds, args.reload_every, args.puts_per_second, tokens[0], tokens[1], record),
+    )
     return run, record, started
 
 
@@ -148,12 +165,18 @@ def windows(run: rawhttp.Run, record: SoakRecord, started: float, seconds: float
         span = hi - lo
         ok_ms = [s.seconds * 1000 for s in inside if s.status == 200]
         rss = [b for t, b in record.rss if t < (w + 1) * width]
-        rows.append({"from_s": w * width, "sent_per_s": len(inside) / span if span > 0 else 0.0,
-                     "ok_per_s": len(ok_ms) / span if span > 0 else 0.0,
-                     "rejected_per_s": sum(s.status == 503 for s in inside) / span if span > 0 else 0.0,
-                     "failed": sum(failed(s) for s in inside), "ok_p99_ms": float(np.percentile(ok_ms, 99)) if ok_ms else None,
-                     "rss_mb": rss[-1] / 2**20 if rss else None,
-                     "reloads": sum(lo - started <= r.at_s < hi - started for r in record.reloads)})
+        rows.append(
+            {
+                "from_s": w * width,
+                "sent_per_s": len(inside) / span if span > 0 else 0.0,
+                "ok_per_s": len(ok_ms) / span if span > 0 else 0.0,
+                "rejected_per_s": sum(s.status == 503 for s in inside) / span if span > 0 else 0.0,
+                "failed": sum(failed(s) for s in inside),
+                "ok_p99_ms": float(np.percentile(ok_ms, 99)) if ok_ms else None,
+                "rss_mb": rss[-1] / 2**20 if rss else None,
+                "reloads": sum(lo - started <= r.at_s < hi - started for r in record.reloads),
+            }
+        )
     return rows
 
 
@@ -179,7 +202,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--server-cpus", help="pin the server to these cores (taskset -c syntax)")
     parser.add_argument("--client-cpus", help="pin this load generator to these cores")
     parser.add_argument("--histories", type=Path, help="histories JSON (default: the bundle's dataset's test users)")
-    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE", help="a service setting (repeatable)")
+    parser.add_argument(
+        "--set", dest="settings", action="append", default=[], metavar="NAME=VALUE", help="a service setting (repeatable)"
+    )
     parser.add_argument("--request-timeout", type=float, default=120.0, help="a request unanswered this long counts as failed")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "soak", help="writes <out>.md and <out>.json")
     args = parser.parse_args(argv)
@@ -188,7 +213,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.bound_name, args.bound = queue_bound(args.bundle, args.settings)
     except ValueError as exc:
         errors = getattr(exc, "errors", None)
-        parser.error("--set: " + ("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors()) if errors else str(exc)))
+        parser.error(
+            "--set: " + ("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors()) if errors else str(exc))
+        )
     if args.reload_every <= 0:
         args.reload_every = float("inf")
     for option in ("server_cpus", "client_cpus"):
@@ -218,20 +245,34 @@ def main(argv: list[str] | None = None) -> int:
 
             data = TrafficData.load(dataset_histories(manifest.dataset, workdir / "histories.json"))
         bodies = [json.dumps(recommend_body(h, k=K, max_history=DEFAULT_MAX_HISTORY)).encode() for h in data.histories]
-        server, url = procs.service(args.bundle, workdir, args.int8, args.threads, cpus=args.server_cpus,
-                                    admin_token=admin_token, write_token=write_token, **args.settings)
+        server, url = procs.service(
+            args.bundle,
+            workdir,
+            args.int8,
+            args.threads,
+            cpus=args.server_cpus,
+            admin_token=admin_token,
+            write_token=write_token,
+            **args.settings,
+        )
         with server:
             assert server.process is not None
             pid, port = server.process.pid, urlsplit(url).port  # with --server-cpus, taskset execs python in place: the same pid
             if args.client_cpus:
                 os.sched_setaffinity(0, parse_cpus(args.client_cpus))
-            capacity_run = asyncio.run(rawhttp.closed_loop("127.0.0.1", port, "/recommend", bodies, args.capacity_clients, args.capacity_seconds))
+            capacity_run = asyncio.run(
+                rawhttp.closed_loop("127.0.0.1", port, "/recommend", bodies, args.capacity_clients, args.capacity_seconds)
+            )
             capacity = capacity_run.per_second(200)
             if capacity <= 0:
                 raise SystemExit(f"no request succeeded while measuring capacity: {capacity_run.statuses()}")
             rate = args.load * capacity
             log.info("capacity %.1f/s at %d clients; offering %.1f/s (%.1fx)", capacity, args.capacity_clients, rate, args.load)
-            warm = asyncio.run(rawhttp.open_loop("127.0.0.1", port, "/recommend", bodies, rate, args.warmup_seconds, timeout_s=args.request_timeout))
+            warm = asyncio.run(
+                rawhttp.open_loop(
+                    "127.0.0.1", port, "/recommend", bodies, rate, args.warmup_seconds, timeout_s=args.request_timeout
+                )
+            )
             rss_warm = rss_of(pid)
             before = scrape(url)
             log.info("warm-up: %s; RSS %.0f MB; soaking %.0f s", warm.statuses(), rss_warm / 2**20, args.seconds)
@@ -239,8 +280,11 @@ def main(argv: list[str] | None = None) -> int:
             rss_end = rss_of(pid)
             batch_ms, batch_size = batch_stats(before, scrape(url))
             with httpx.Client(base_url=url, timeout=60) as client:
-                missing = [i for i, title in record.puts_acked.items()
-                           if (r := client.get(f"/items/{i}")).status_code != 200 or r.json().get("title") != title]
+                missing = [
+                    i
+                    for i, title in record.puts_acked.items()
+                    if (r := client.get(f"/items/{i}")).status_code != 200 or r.json().get("title") != title
+                ]
             exited = server.process.poll()
         tracebacks = server.log().count("Traceback (most recent call last)")
 
@@ -252,17 +296,33 @@ def main(argv: list[str] | None = None) -> int:
     reload_ok = all(r.status == 200 for r in record.reloads)
     goal_list = [
         ("no 5xx but 503 with Retry-After, every request answered", f"{len(failures)} failed of {run.count()}", not failures),
-        (f"RSS at the end within {RSS_GROWTH_GOAL:.0%} of after warm-up", f"{rss_warm / 2**20:.0f} -> {rss_end / 2**20:.0f} MB ({growth:+.1%})",
-         abs(growth) <= RSS_GROWTH_GOAL),
-        (f"p99 of accepted <= {args.bound_name} {args.bound} / capacity {capacity:.1f}/s + one batch {batch_ms or 0:.0f} ms"
-         + (f" = {limit:.0f} ms" if limit else ""), "-" if ok_p99 is None else f"{ok_p99:.0f} ms",
-         None if ok_p99 is None or limit is None else ok_p99 <= limit),
-        (f"hot reloads every {args.reload_every:g} s succeed, 0 failed requests overlapping them",
-         f"{sum(r.status == 200 for r in record.reloads)}/{len(record.reloads)} ok, {len(by_reload)} failed requests",
-         bool(record.reloads) and reload_ok and not by_reload),
-        ("every acknowledged PUT is there afterwards", f"{len(record.puts_acked) - len(missing)}/{len(record.puts_acked)}"
-         + (f", {len(record.puts_failed)} PUTs failed" if record.puts_failed else ""), not missing and not record.puts_failed),
-        ("server still running, no traceback in its log", f"exit {exited}, {tracebacks} tracebacks", exited is None and tracebacks == 0),
+        (
+            f"RSS at the end within {RSS_GROWTH_GOAL:.0%} of after warm-up",
+            f"{rss_warm / 2**20:.0f} -> {rss_end / 2**20:.0f} MB ({growth:+.1%})",
+            abs(growth) <= RSS_GROWTH_GOAL,
+        ),
+        (
+            f"p99 of accepted <= {args.bound_name} {args.bound} / capacity {capacity:.1f}/s + one batch {batch_ms or 0:.0f} ms"
+            + (f" = {limit:.0f} ms" if limit else ""),
+            "-" if ok_p99 is None else f"{ok_p99:.0f} ms",
+            None if ok_p99 is None or limit is None else ok_p99 <= limit,
+        ),
+        (
+            f"hot reloads every {args.reload_every:g} s succeed, 0 failed requests overlapping them",
+            f"{sum(r.status == 200 for r in record.reloads)}/{len(record.reloads)} ok, {len(by_reload)} failed requests",
+            bool(record.reloads) and reload_ok and not by_reload,
+        ),
+        (
+            "every acknowledged PUT is there afterwards",
+            f"{len(record.puts_acked) - len(missing)}/{len(record.puts_acked)}"
+            + (f", {len(record.puts_failed)} PUTs failed" if record.puts_failed else ""),
+            not missing and not record.puts_failed,
+        ),
+        (
+            "server still running, no traceback in its log",
+            f"exit {exited}, {tracebacks} tracebacks",
+            exited is None and tracebacks == 0,
+        ),
     ]
     rows = windows(run, record, started, args.seconds, args.window)
 
@@ -273,25 +333,62 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.out}.md").write_text(text, encoding="utf-8")
-    payload = {**info, "bundle_version": manifest.bundle_version, "settings": args.settings, "int8": args.int8, "bound_name": args.bound_name,
-               "bound": args.bound, "capacity_per_s": capacity, "offered_per_s": rate, "seconds": args.seconds, "statuses": run.statuses(),
-               "skipped": run.skipped, "ok_p50_ms": run.percentile_ms(50, 200), "ok_p99_ms": ok_p99, "rejected_p99_ms": run.percentile_ms(99, 503),
-               "batch_ms": batch_ms, "batch_size": batch_size, "rss_warm_bytes": rss_warm, "rss_end_bytes": rss_end, "rss": record.rss,
-               "reloads": [asdict(r) for r in record.reloads], "puts_acked": len(record.puts_acked), "puts_missing": missing,
-               "puts_failed": record.puts_failed, "failed_examples": [asdict(s) for s in failures[:20]], "windows": rows,
-               "goals": [{"goal": g, "measured": v, "met": ok} for g, v, ok in goal_list]}
+    payload = {
+        **info,
+        "bundle_version": manifest.bundle_version,
+        "settings": args.settings,
+        "int8": args.int8,
+        "bound_name": args.bound_name,
+        "bound": args.bound,
+        "capacity_per_s": capacity,
+        "offered_per_s": rate,
+        "seconds": args.seconds,
+        "statuses": run.statuses(),
+        "skipped": run.skipped,
+        "ok_p50_ms": run.percentile_ms(50, 200),
+        "ok_p99_ms": ok_p99,
+        "rejected_p99_ms": run.percentile_ms(99, 503),
+        "batch_ms": batch_ms,
+        "batch_size": batch_size,
+        "rss_warm_bytes": rss_warm,
+        "rss_end_bytes": rss_end,
+        "rss": record.rss,
+        "reloads": [asdict(r) for r in record.reloads],
+        "puts_acked": len(record.puts_acked),
+        "puts_missing": missing,
+        "puts_failed": record.puts_failed,
+        "failed_examples": [asdict(s) for s in failures[:20]],
+        "windows": rows,
+        "goals": [{"goal": g, "measured": v, "met": ok} for g, v, ok in goal_list],
+    }
     Path(f"{args.out}.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     log.info("wrote %s.md and %s.json", args.out, args.out)
     return 0 if all(ok for _g, _v, ok in goal_list) else 1
 
 
-def markdown(info: dict, args: argparse.Namespace, manifest: B.Manifest, data: TrafficData, n_bodies: int, capacity: float, rate: float,
-             run: rawhttp.Run, batch_ms: float | None, batch_size: float | None, rows: list[dict], goal_list: list, record: SoakRecord) -> str:
+def markdown(
+    info: dict,
+    args: argparse.Namespace,
+    manifest: B.Manifest,
+    data: TrafficData,
+    n_bodies: int,
+    capacity: float,
+    rate: float,
+    run: rawhttp.Run,
+    batch_ms: float | None,
+    batch_size: float | None,
+    rows: list[dict],
+    goal_list: list,
+    record: SoakRecord,
+) -> str:
     def f(v: float | None, d: int = 1) -> str:
         return "-" if v is None else f"{v:.{d}f}"
 
-    pinning = (f"server on cores {args.server_cpus}, load generator on {args.client_cpus}" if args.server_cpus or args.client_cpus
-               else "server and load generator share all cores")
+    pinning = (
+        f"server on cores {args.server_cpus}, load generator on {args.client_cpus}"
+        if args.server_cpus or args.client_cpus
+        else "server and load generator share all cores"
+    )
     settings_text = ", ".join(f"`R2END_{k.upper()}={v}`" for k, v in args.settings.items()) or "defaults"
     reload_times = [r.seconds for r in record.reloads]
     lines = [
@@ -300,17 +397,21 @@ def markdown(info: dict, args: argparse.Namespace, manifest: B.Manifest, data: T
         f"`{info['command']}`  ",
         f"git {info['git_commit']}; {info['machine_line']}; {info['created']}",
         "",
-        (f"Bundle `{manifest.bundle_version}` ({manifest.variant}, {manifest.n_items} items), {'int8' if args.int8 else 'fp32'} user graph; "
-         f"service settings {settings_text}; {pinning}. Capacity {capacity:.1f} req/s (closed loop, {args.capacity_clients} clients, "
-         f"{args.capacity_seconds:g} s); offered {rate:.1f} req/s ({args.load:g}x, Poisson arrivals, open loop) of `POST /recommend` with "
-         f"{n_bodies} test-user histories of {data.dataset}, {args.warmup_seconds:g} s warm-up, then {args.seconds:g} s with "
-         f"`POST /admin/reload` every {args.reload_every:g} s ({len(record.reloads)} reloads, "
-         f"{f(min(reload_times) if reload_times else None)}-{f(max(reload_times) if reload_times else None)} s each) and "
-         f"{args.puts_per_second:g} credentialed `PUT /items` per second."),
+        (
+            f"Bundle `{manifest.bundle_version}` ({manifest.variant}, {manifest.n_items} items), {'int8' if args.int8 else 'fp32'} user graph; "
+            f"service settings {settings_text}; {pinning}. Capacity {capacity:.1f} req/s (closed loop, {args.capacity_clients} clients, "
+            f"{args.capacity_seconds:g} s); offered {rate:.1f} req/s ({args.load:g}x, Poisson arrivals, open loop) of `POST /recommend` with "
+            f"{n_bodies} test-user histories of {data.dataset}, {args.warmup_seconds:g} s warm-up, then {args.seconds:g} s with "
+            f"`POST /admin/reload` every {args.reload_every:g} s ({len(record.reloads)} reloads, "
+            f"{f(min(reload_times) if reload_times else None)}-{f(max(reload_times) if reload_times else None)} s each) and "
+            f"{args.puts_per_second:g} credentialed `PUT /items` per second."
+        ),
         "",
-        (f"Soak totals: statuses {run.statuses()} (0 = no answer), {run.skipped} arrivals not sent (client limit); "
-         f"200 p50 {f(run.percentile_ms(50, 200))} ms, p99 {f(run.percentile_ms(99, 200))} ms; 503 p99 {f(run.percentile_ms(99, 503))} ms; "
-         f"server batch {f(batch_ms)} ms for {f(batch_size)} histories on average."),
+        (
+            f"Soak totals: statuses {run.statuses()} (0 = no answer), {run.skipped} arrivals not sent (client limit); "
+            f"200 p50 {f(run.percentile_ms(50, 200))} ms, p99 {f(run.percentile_ms(99, 200))} ms; 503 p99 {f(run.percentile_ms(99, 503))} ms; "
+            f"server batch {f(batch_ms)} ms for {f(batch_size)} histories on average."
+        ),
         "",
         "| goal | measured | |",
         "|---|---|---|",
@@ -318,8 +419,11 @@ def markdown(info: dict, args: argparse.Namespace, manifest: B.Manifest, data: T
         "",
         "| from (s) | sent/s | 200/s | 503/s | failed | 200 p99 (ms) | RSS (MB) | reloads |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *[f"| {r['from_s']:.0f} | {r['sent_per_s']:.1f} | {r['ok_per_s']:.1f} | {r['rejected_per_s']:.1f} | {r['failed']} | "
-          f"{f(r['ok_p99_ms'])} | {f(r['rss_mb'], 0)} | {r['reloads']} |" for r in rows],
+        *[
+            f"| {r['from_s']:.0f} | {r['sent_per_s']:.1f} | {r['ok_per_s']:.1f} | {r['rejected_per_s']:.1f} | {r['failed']} | "
+            f"{f(r['ok_p99_ms'])} | {f(r['rss_mb'], 0)} | {r['reloads']} |"
+            for r in rows
+        ],
         "",
     ]
     return "\n".join(lines)

@@ -48,17 +48,25 @@ def main(argv: list[str] | None = None) -> None:
     completion = [r["completion_tokens"] for r in records]
     attempts = [r["attempts"] for r in records]
     ok = sum(r["status"] == "ok" for r in records)
-    print(f"{args.path}: {len(records)} records ({ok} ok, {len(records) - ok} flagged), models {sorted({r['model'] for r in records})}")
-    print(f"  prompt tokens per record:     mean {statistics.mean(prompt):.1f}, median {statistics.median(prompt)}, "
-          f"max {max(prompt)} (of which from llama.cpp's prompt cache: mean {statistics.mean(cached):.1f})")
-    print(f"  completion tokens per record: mean {statistics.mean(completion):.1f}, median {statistics.median(completion)}, "
-          f"max {max(completion)}")
+    print(
+        f"{args.path}: {len(records)} records ({ok} ok, {len(records) - ok} flagged), models {sorted({r['model'] for r in records})}"
+    )
+    print(
+        f"  prompt tokens per record:     mean {statistics.mean(prompt):.1f}, median {statistics.median(prompt)}, "
+        f"max {max(prompt)} (of which from llama.cpp's prompt cache: mean {statistics.mean(cached):.1f})"
+    )
+    print(
+        f"  completion tokens per record: mean {statistics.mean(completion):.1f}, median {statistics.median(completion)}, "
+        f"max {max(completion)}"
+    )
     print(f"  attempts per record:          mean {statistics.mean(attempts):.3f} (retries are included in the token counts)")
     prompt_ms = sum(r.get("prompt_ms") or 0 for r in records)
     gen_ms = sum(r.get("generation_ms") or 0 for r in records)
     if prompt_ms and gen_ms:
-        print(f"  llama.cpp rates in the records (per slot): prompt {(sum(prompt) - sum(cached)) / (prompt_ms / 1000):.1f} tok/s, "
-              f"generation {sum(completion) / (gen_ms / 1000):.2f} tok/s")
+        print(
+            f"  llama.cpp rates in the records (per slot): prompt {(sum(prompt) - sum(cached)) / (prompt_ms / 1000):.1f} tok/s, "
+            f"generation {sum(completion) / (gen_ms / 1000):.2f} tok/s"
+        )
     runs: dict[str, list[float]] = {}
     for r in records:
         if "finished_at" in r:

@@ -47,9 +47,15 @@ class AdmissionMiddleware:
             return
         if self.in_flight >= self.limit:
             self.metrics.errors.labels(reason="overloaded").inc()
-            await send_error(send, 503, [], f"overloaded: {self.in_flight} requests in flight, at most {self.limit} "
-                             f"(R2END_MAX_INFLIGHT); retry after {self.retry_after} s", "overloaded",
-                             {"Retry-After": str(self.retry_after)})
+            await send_error(
+                send,
+                503,
+                [],
+                f"overloaded: {self.in_flight} requests in flight, at most {self.limit} "
+                f"(R2END_MAX_INFLIGHT); retry after {self.retry_after} s",
+                "overloaded",
+                {"Retry-After": str(self.retry_after)},
+            )
             return
         self.in_flight += 1
         self.metrics.in_flight.set(self.in_flight)

@@ -51,7 +51,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)
     instrument(app, metrics)  # outside the body limit: it times every answer including 413s
     # added last: outermost, so an overloaded service refuses before any other work (not timed by the instrumentator)
-    app.add_middleware(AdmissionMiddleware, limit=settings.inflight_limit, retry_after_seconds=settings.retry_after_seconds, metrics=metrics)
+    app.add_middleware(
+        AdmissionMiddleware, limit=settings.inflight_limit, retry_after_seconds=settings.retry_after_seconds, metrics=metrics
+    )
     for router in (recommend.router, items.router, health.router, admin.router):
         app.include_router(router)
     return app

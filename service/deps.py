@@ -45,14 +45,22 @@ def bearer_token(setting: TokenSetting, what: str) -> Callable[..., None]:
 
     # Depends(...) as defaults, not in Annotated: these annotations are strings (postponed) and
     # `bearer` is local to this function, where FastAPI could not resolve it.
-    def check(request: Request, settings: ServiceSettings = Depends(get_settings),  # noqa: B008 (see above)
-              credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
+    def check(
+        request: Request,
+        settings: ServiceSettings = Depends(get_settings),  # noqa: B008 (see above)
+        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
+    ) -> None:
         expected = getattr(settings, setting)
         if expected is None:
             raise ServiceError(403, f"{what} are disabled: set {variable}", AUTH_LOC, "forbidden")
         if credentials is None and not request.headers.get("authorization", "").strip():
-            raise ServiceError(401, f"{what} need a credential: Authorization: Bearer <{variable}>", AUTH_LOC, "unauthorized",
-                               {"WWW-Authenticate": "Bearer"})
+            raise ServiceError(
+                401,
+                f"{what} need a credential: Authorization: Bearer <{variable}>",
+                AUTH_LOC,
+                "unauthorized",
+                {"WWW-Authenticate": "Bearer"},
+            )
         if credentials is None or not same_token(credentials.credentials, expected):
             raise ServiceError(403, f"wrong credential for {what} (Authorization: Bearer <{variable}>)", AUTH_LOC, "forbidden")
 

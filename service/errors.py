@@ -26,7 +26,9 @@ Loc = Sequence[str | int]
 class ServiceError(Exception):
     """An error answer: HTTP status, where (``loc``) and why (``msg``), and a short ``reason``."""
 
-    def __init__(self, status: int, msg: str, loc: Loc = (), reason: str = "invalid_request", headers: dict[str, str] | None = None):
+    def __init__(
+        self, status: int, msg: str, loc: Loc = (), reason: str = "invalid_request", headers: dict[str, str] | None = None
+    ):
         super().__init__(msg)
         self.status, self.msg, self.loc, self.reason, self.headers = status, msg, tuple(loc), reason, headers
 
@@ -45,8 +47,14 @@ def error_body(details: list[dict[str, Any]]) -> dict[str, Any]:
     return {"detail": details}
 
 
-async def send_error(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, loc: list[str], msg: str, reason: str,
-                     headers: dict[str, str] | None = None) -> None:
+async def send_error(
+    send: Callable[[dict[str, Any]], Awaitable[None]],
+    status: int,
+    loc: list[str],
+    msg: str,
+    reason: str,
+    headers: dict[str, str] | None = None,
+) -> None:
     """Answer from a plain ASGI middleware (before FastAPI): the same shape as every other error."""
     payload = json.dumps(error_body([{"loc": loc, "msg": msg, "type": reason}])).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]

@@ -31,7 +31,9 @@ class BodyLimitMiddleware:
         length = _header(scope, b"content-length")
         if length is not None:
             if not length.isdigit():
-                await self._reject(send, 400, ["header", "content-length"], f"invalid Content-Length {length!r}", "bad_content_length")
+                await self._reject(
+                    send, 400, ["header", "content-length"], f"invalid Content-Length {length!r}", "bad_content_length"
+                )
                 return
             if int(length) > self.max_bytes:
                 await self._too_large(send, f"Content-Length {int(length)}")
@@ -54,14 +56,24 @@ class BodyLimitMiddleware:
             try:
                 body.decode("utf-8")
             except UnicodeDecodeError as exc:
-                await self._reject(send, 400, ["body"], f"request body is not valid UTF-8 (byte {body[exc.start]:#04x} at offset {exc.start})",
-                                   "invalid_utf8")
+                await self._reject(
+                    send,
+                    400,
+                    ["body"],
+                    f"request body is not valid UTF-8 (byte {body[exc.start]:#04x} at offset {exc.start})",
+                    "invalid_utf8",
+                )
                 return
         await self.app(scope, _replay(body, receive), send)
 
     async def _too_large(self, send: Send, what: str) -> None:
-        await self._reject(send, 413, ["body"], f"request body too large: {what}; at most {self.max_bytes} bytes (R2END_MAX_BODY_BYTES)",
-                           "body_too_large")
+        await self._reject(
+            send,
+            413,
+            ["body"],
+            f"request body too large: {what}; at most {self.max_bytes} bytes (R2END_MAX_BODY_BYTES)",
+            "body_too_large",
+        )
 
     async def _reject(self, send: Send, status: int, loc: list[str], msg: str, reason: str) -> None:
         self.metrics.errors.labels(reason=reason).inc()

@@ -40,7 +40,9 @@ class ServiceMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.tokenize_seconds = Histogram("r2end_tokenize_seconds", "Tokenisation time per batch", buckets=STAGE_BUCKETS, registry=r)
+        self.tokenize_seconds = Histogram(
+            "r2end_tokenize_seconds", "Tokenisation time per batch", buckets=STAGE_BUCKETS, registry=r
+        )
         self.encode_seconds = Histogram(
             "r2end_encode_seconds", "ONNX Runtime time per run", ["encoder"], buckets=STAGE_BUCKETS, registry=r
         )
@@ -54,11 +56,15 @@ class ServiceMetrics:
         )
         self.queue_pending = Gauge("r2end_queue_pending", "Encodes waiting in the batcher right now", registry=r)
         self.rejected = Counter("r2end_rejected_requests", "Requests refused with 503 because the queue was full", registry=r)
-        self.user_cache = Counter("r2end_user_cache_lookups", "User-vector cache lookups by result (hit/miss)", ["result"], registry=r)
+        self.user_cache = Counter(
+            "r2end_user_cache_lookups", "User-vector cache lookups by result (hit/miss)", ["result"], registry=r
+        )
         self.in_flight = Gauge("r2end_in_flight_requests", "Expensive requests admitted and not yet answered", registry=r)
         self.errors = Counter("r2end_errors", "Error answers by reason", ["reason"], registry=r)
         self.reloads = Counter("r2end_reloads", "Bundle loads by outcome", ["outcome"], registry=r)
-        self.bundle_info = Gauge("r2end_bundle_info", "The bundle being served (value 1)", ["bundle_version", "variant"], registry=r)
+        self.bundle_info = Gauge(
+            "r2end_bundle_info", "The bundle being served (value 1)", ["bundle_version", "variant"], registry=r
+        )
         self.catalog_items = Gauge("r2end_catalog_items", "Items in the served index", registry=r)
         self.item_changes = Counter("r2end_live_item_changes", "Live item changes applied", ["op"], registry=r)
 
@@ -91,6 +97,10 @@ def _document_text_exposition(app: FastAPI) -> None:
     for route in app.routes:
         if isinstance(route, APIRoute) and route.path == METRICS_PATH:
             route.response_class = PlainTextResponse
-            route.responses = {200: {"description": "Prometheus text exposition format",
-                                     "content": {"text/plain": {"schema": {"type": "string"}}}}}
+            route.responses = {
+                200: {
+                    "description": "Prometheus text exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            }
     app.openapi_schema = None  # rebuilt on the next request for it

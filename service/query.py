@@ -56,12 +56,17 @@ def build_query(request: RecommendRequest, model: ServingModel, settings: Servic
     history = request.history or []
     limit = settings.history_limit
     if len(history) > limit:
-        raise ServiceError(422, f"history has {len(history)} events; at most {limit} (R2END_MAX_HISTORY)", loc + ("history",), "history_too_long")
+        raise ServiceError(
+            422, f"history has {len(history)} events; at most {limit} (R2END_MAX_HISTORY)", loc + ("history",), "history_too_long"
+        )
     items = {event.item_id: meta for event in history if (meta := model.get(event.item_id)) is not None}
     unknown = tuple(dict.fromkeys(event.item_id for event in history if event.item_id not in items))
     if not items:
         raise ServiceError(
-            422, f"none of the {len(history)} history item ids is in the catalogue: {list(unknown[:MAX_LISTED])}", loc + ("history",), "unknown_items"
+            422,
+            f"none of the {len(history)} history item ids is in the catalogue: {list(unknown[:MAX_LISTED])}",
+            loc + ("history",),
+            "unknown_items",
         )
     events = first_occurrences(chronological([HistoryEvent(e.item_id, e.timestamp) for e in history if e.item_id in items]))
     text = model.history_text(events, items)

@@ -20,13 +20,14 @@ ITEM_ID_MAX = 256
 EVENT_SHAPE = "{item_id, timestamp?}"
 
 
-
 def _encodable(text: str) -> str:
     """JSON escapes can smuggle lone surrogates (``"\\ud800"``) into a str: not text, refused here."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise PydanticCustomError("string_unicode", "invalid Unicode: lone surrogate at position {position}", {"position": exc.start}) from None
+        raise PydanticCustomError(
+            "string_unicode", "invalid Unicode: lone surrogate at position {position}", {"position": exc.start}
+        ) from None
     return text
 
 
@@ -79,7 +80,9 @@ class RecommendRequest(BaseModel):
         if history is None:
             return None
         if not history:
-            raise PydanticCustomError("empty_history", "history is empty: send at least one event {shape} (or use history_text)", {"shape": EVENT_SHAPE})
+            raise PydanticCustomError(
+                "empty_history", "history is empty: send at least one event {shape} (or use history_text)", {"shape": EVENT_SHAPE}
+            )
         return history
 
     @field_validator("history_text", mode="after")
@@ -99,7 +102,9 @@ class RecommendRequest(BaseModel):
                 type(self).__name__,
                 [
                     InitErrorDetails(
-                        type=PydanticCustomError("missing_history", "give history (a list of {shape}) or history_text", {"shape": EVENT_SHAPE}),
+                        type=PydanticCustomError(
+                            "missing_history", "give history (a list of {shape}) or history_text", {"shape": EVENT_SHAPE}
+                        ),
                         loc=("history",),
                         input=None,
                     )
@@ -112,7 +117,9 @@ class BatchRecommendRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"requests": [{"history": HISTORY_EXAMPLE, "k": 3}, {"history": HISTORY_EXAMPLE[1:], "k": 3}]}]},
+        json_schema_extra={
+            "examples": [{"requests": [{"history": HISTORY_EXAMPLE, "k": 3}, {"history": HISTORY_EXAMPLE[1:], "k": 3}]}]
+        },
     )
 
     requests: list[RecommendRequest] = Field(min_length=1, description="one entry per user")
@@ -126,7 +133,9 @@ class ItemOut(BaseModel):
 
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"item_id": "302", "score": 0.83, "title": "L.A. Confidential", "year": 1997, "categories": ["Crime", "Thriller"]}]
+            "examples": [
+                {"item_id": "302", "score": 0.83, "title": "L.A. Confidential", "year": 1997, "categories": ["Crime", "Thriller"]}
+            ]
         }
     )
 
@@ -175,7 +184,8 @@ class RecommendResponse(BaseModel):
     items: list[ItemOut]
     unknown_item_ids: list[str] = Field(description="history ids not in the catalogue (ignored), each once")
     history_used: int | None = Field(
-        None, description="how many history events the model read: the most recent distinct known items (at most the bundle "
+        None,
+        description="how many history events the model read: the most recent distinct known items (at most the bundle "
         "verbaliser's max_items, within its window; up to the history tower's max_items for R2END+CF); null for history_text",
     )
     bundle_version: str
@@ -286,7 +296,9 @@ class ErrorResponse(BaseModel):
     """Every error answer has this shape."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"detail": [{"loc": ["body", "k"], "msg": "k is 500; at most 100", "type": "k_too_large"}]}]}
+        json_schema_extra={
+            "examples": [{"detail": [{"loc": ["body", "k"], "msg": "k is 500; at most 100", "type": "k_too_large"}]}]
+        }
     )
 
     detail: list[ErrorDetail]

@@ -31,7 +31,9 @@ def r2end(*args: str, home: Path) -> subprocess.CompletedProcess:
     """``python -m training.cli ARGS`` in its own process with ``home`` as R2END_HOME."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("R2END_")}
     env.update(PYTHONPATH=str(REPO), R2END_HOME=str(home), COLUMNS="200", NO_COLOR="1")
-    return subprocess.run([sys.executable, "-m", "training.cli", *args], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "training.cli", *args], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def empty_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

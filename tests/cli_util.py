@@ -15,4 +15,12 @@ def r2end(*args: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess
     clean = {k: v for k, v in os.environ.items() if not k.startswith("R2END_")}
     clean.update(PYTHONPATH=str(REPO), R2END_HOME=str(tmp_path / "home"), COLUMNS="60", NO_COLOR="1", **env)
     # a guard against a hang, not a speed check: importing torch alone can take minutes on a busy machine
-    return subprocess.run([sys.executable, "-m", "training.cli", *args], check=False, cwd=REPO, env=clean, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "training.cli", *args],
+        check=False,
+        cwd=REPO,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )

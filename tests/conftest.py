@@ -30,7 +30,9 @@ class _NoTorch(importlib.abc.MetaPathFinder):
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> None:
         if name.split(".")[0] == "torch":
-            raise ImportError(f"import {name}: the fast tier (tests/unit) runs without torch; a test that needs it goes in tests/e2e")
+            raise ImportError(
+                f"import {name}: the fast tier (tests/unit) runs without torch; a test that needs it goes in tests/e2e"
+            )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -81,6 +83,7 @@ def fixture_copy(tmp_path: Path):
 
 # ---- service tests: the tiny bundle and real servers (helpers in service_util.py) ----
 
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     """A real bundle trained on tests/fixtures/recbole/movies without teacher data (once per session)."""
@@ -126,6 +129,7 @@ def make_service(tiny_bundle, tmp_path):
 
 
 # ---- load tests: histories of the fixture's test users (tests/*/test_loadtest_*.py) ----
+
 
 @pytest.fixture(scope="module")
 def fixture_histories(tmp_path_factory) -> Path:

@@ -122,8 +122,17 @@ def llama_server(parallel: int = 2, api_key: str | None = None, log: Path | None
     """
     port = free_port()
     cmd = [
-        sys.executable, "-m", "training.teacher.server", "--model", TEST_MODEL, "--port", str(port),
-        "--parallel", str(parallel), "--threads", TEST_THREADS,
+        sys.executable,
+        "-m",
+        "training.teacher.server",
+        "--model",
+        TEST_MODEL,
+        "--port",
+        str(port),
+        "--parallel",
+        str(parallel),
+        "--threads",
+        TEST_THREADS,
     ]
     if api_key:
         cmd += ["--api-key", api_key]

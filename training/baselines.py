@@ -53,7 +53,9 @@ def select_grid(grid_name: str, only: dict[str, list[Any]] | None = None) -> lis
     grid = SASREC_GRIDS[grid_name]
     for key, values in (only or {}).items():
         if key not in grid:
-            raise ValueError(f"--only {key}: grid {grid_name!r} does not vary {key!r}; it varies {', '.join(sorted(grid)) or 'nothing'}")
+            raise ValueError(
+                f"--only {key}: grid {grid_name!r} does not vary {key!r}; it varies {', '.join(sorted(grid)) or 'nothing'}"
+            )
         missing = [v for v in values if v not in grid[key]]
         if missing:
             raise ValueError(f"--only {key}={','.join(map(str, missing))}: not in grid {grid_name!r} ({key} in {grid[key]})")
@@ -87,9 +89,16 @@ def cold_extra(ds: PreparedDataset, cold: Any, test: Any, share: float, view: Pr
     from training.evaluation.coldstart import split_by_target, subset
 
     cold_users, warm_users = split_by_target(ds, cold)
-    return {"cold_start": {"share": share, "cold_items": int(cold.sum()), "training_view_users": view.n_users,
-                           "cold_target": subset(test, cold_users), "warm_target": subset(test, warm_users),
-                           "cold_target_users": cold_users}}
+    return {
+        "cold_start": {
+            "share": share,
+            "cold_items": int(cold.sum()),
+            "training_view_users": view.n_users,
+            "cold_target": subset(test, cold_users),
+            "warm_target": subset(test, warm_users),
+            "cold_target_users": cold_users,
+        }
+    }
 
 
 def run_pop(ds: PreparedDataset, mask_history: bool = True, cold_share: float = 0.0) -> Path:
@@ -98,7 +107,9 @@ def run_pop(ds: PreparedDataset, mask_history: bool = True, cold_share: float = 
     valid = evaluate(Popularity("valid", view), view, "valid", mask_history)
     test = evaluate(Popularity("test", view), ds, "test", mask_history)
     name = "pop" if cold is None else "pop-cold"
-    return write_result(ds, name, test, config={"cold_start_share": cold_share}, valid=valid, extra=cold_extra(ds, cold, test, cold_share, view))
+    return write_result(
+        ds, name, test, config={"cold_start_share": cold_share}, valid=valid, extra=cold_extra(ds, cold, test, cold_share, view)
+    )
 
 
 def run_meanpool(ds: PreparedDataset, encoder: str, max_items: int = 8, mask_history: bool = True) -> Path:
@@ -155,9 +166,19 @@ def run_sasrec(
         )
         valid = evaluate(model, ds, "valid", mask_history, keep_per_user=False)
         best_epoch = max(model.log, key=lambda e: e["valid_NDCG@10"])["epoch"]
-        trials.append({"config": config.model_dump(), "grid_point": grid_point, "best_epoch": best_epoch, "epochs_run": len(model.log),
-                       "stopped_by": stopped_by(model.log, best_epoch, config.patience, config.max_epochs),
-                       "valid_NDCG@10": valid.metrics["NDCG@10"], "valid": valid.metrics, "checkpoint": checkpoint.name, "log": model.log})
+        trials.append(
+            {
+                "config": config.model_dump(),
+                "grid_point": grid_point,
+                "best_epoch": best_epoch,
+                "epochs_run": len(model.log),
+                "stopped_by": stopped_by(model.log, best_epoch, config.patience, config.max_epochs),
+                "valid_NDCG@10": valid.metrics["NDCG@10"],
+                "valid": valid.metrics,
+                "checkpoint": checkpoint.name,
+                "log": model.log,
+            }
+        )
         if best_valid is None or valid.metrics["NDCG@10"] > best_valid.metrics["NDCG@10"]:
             best_model, best_valid = model, valid
     assert best_model is not None and best_valid is not None
@@ -177,10 +198,22 @@ def run_sasrec(
     if curve_path is not None and not only:
         plot_curves(trials, curve_path.with_name(f"{name}-curves.png"), f"{name} on {ds.name}: validation NDCG@10 per epoch")
     return write_result(
-        full, name, test, config={"best": best_model.config.model_dump(), "grid_name": grid_name, "grid": SASREC_GRIDS[grid_name],
-                                  "only": only, "cold_start_share": cold_share,
-                                  "trials": [{k: v for k, v in t.items() if k != "log"} for t in trials]},
-        valid=best_valid, training_log=best_trial["log"], notes=notes, extra=cold_extra(full, cold, test, cold_share, ds), out_dir=out_dir,
+        full,
+        name,
+        test,
+        config={
+            "best": best_model.config.model_dump(),
+            "grid_name": grid_name,
+            "grid": SASREC_GRIDS[grid_name],
+            "only": only,
+            "cold_start_share": cold_share,
+            "trials": [{k: v for k, v in t.items() if k != "log"} for t in trials],
+        },
+        valid=best_valid,
+        training_log=best_trial["log"],
+        notes=notes,
+        extra=cold_extra(full, cold, test, cold_share, ds),
+        out_dir=out_dir,
     )
 
 

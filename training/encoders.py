@@ -77,14 +77,18 @@ def load_encoder(name_or_path: str = DEFAULT_ENCODER, device: str = "cpu"):
     return SentenceTransformer(str(encoder_path(name_or_path)), device=device, local_files_only=True)
 
 
-def encode_cached(encoder_name: str, texts: list[str], batch_size: int = 64, show_progress: bool = False, model=None) -> np.ndarray:
+def encode_cached(
+    encoder_name: str, texts: list[str], batch_size: int = 64, show_progress: bool = False, model=None
+) -> np.ndarray:
     """L2-normalised float32 embeddings of ``texts``, cached on disk by encoder and content."""
     digest = hashlib.sha256(("\x1e".join(texts) + "|" + encoder_name).encode()).hexdigest()[:24]
     path = home() / "cache" / "embeddings" / f"{Path(encoder_name).name}-{digest}.npy"
     if path.is_file():
         return np.load(path)
     model = model or load_encoder(encoder_name)
-    vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=show_progress, convert_to_numpy=True)
+    vectors = model.encode(
+        texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=show_progress, convert_to_numpy=True
+    )
     vectors = vectors.astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")

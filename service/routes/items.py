@@ -35,21 +35,36 @@ async def get_item(item_id: ItemId, runtime: RuntimeDep) -> ItemOut:
     return ItemOut.from_meta(item)
 
 
-@router.put("/{item_id}", response_model=ItemChange, summary="Add or replace an item (searchable at once)",
-            dependencies=[Depends(require_writer)],
-            responses={201: {"model": ItemChange, "description": "created"}, 409: {"model": ErrorResponse}, **WRITE})
+@router.put(
+    "/{item_id}",
+    response_model=ItemChange,
+    summary="Add or replace an item (searchable at once)",
+    dependencies=[Depends(require_writer)],
+    responses={201: {"model": ItemChange, "description": "created"}, 409: {"model": ErrorResponse}, **WRITE},
+)
 async def put_item(item_id: ItemId, body: ItemIn, runtime: RuntimeDep, response: Response) -> ItemChange:
     if body.item_id is not None and body.item_id != item_id:
-        raise ServiceError(422, f"body item_id {body.item_id!r} differs from the path's {item_id!r}", ("body", "item_id"), "item_id_mismatch")
+        raise ServiceError(
+            422, f"body item_id {body.item_id!r} differs from the path's {item_id!r}", ("body", "item_id"), "item_id_mismatch"
+        )
     model, created = await runtime.put_item(body.to_meta(item_id))
     response.status_code = 201 if created else 200
     item = model.get(item_id)
-    return ItemChange(item_id=item_id, created=created, item=ItemOut.from_meta(item) if item else None,
-                      bundle_version=model.manifest.bundle_version)
+    return ItemChange(
+        item_id=item_id,
+        created=created,
+        item=ItemOut.from_meta(item) if item else None,
+        bundle_version=model.manifest.bundle_version,
+    )
 
 
-@router.delete("/{item_id}", response_model=ItemChange, responses={**NOT_FOUND, **WRITE}, summary="Remove an item",
-               dependencies=[Depends(require_writer)])
+@router.delete(
+    "/{item_id}",
+    response_model=ItemChange,
+    responses={**NOT_FOUND, **WRITE},
+    summary="Remove an item",
+    dependencies=[Depends(require_writer)],
+)
 async def delete_item(item_id: ItemId, runtime: RuntimeDep) -> ItemChange:
     model, existed = await runtime.delete_item(item_id)
     if not existed:

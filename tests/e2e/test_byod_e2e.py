@@ -39,11 +39,19 @@ def tiny_encoder(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("encoder")
     tokenizer = AutoTokenizer.from_pretrained(str(encoder_path("all-MiniLM-L6-v2")), local_files_only=True)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertModel(config).save_pretrained(root / "bert")
     tokenizer.save_pretrained(root / "bert")
-    model = SentenceTransformer(modules=[Transformer(str(root / "bert"), max_seq_length=64), Pooling(32, "mean"), Normalize()], device="cpu")
+    model = SentenceTransformer(
+        modules=[Transformer(str(root / "bert"), max_seq_length=64), Pooling(32, "mean"), Normalize()], device="cpu"
+    )
     model.save(str(root / "tiny"))
     return root / "tiny"
 
@@ -93,8 +101,24 @@ def add_and_train(fmt: str, tiny_encoder: Path) -> tuple[str, Path, dict]:
     if fmt not in TRAINED:
         name = f"my-{fmt}"
         cli("data", "add", name, "--format", fmt, "--path", str(FIXTURES / FORMATS[fmt]))
-        summary = json.loads(cli("train", "--dataset", name, "--variant", "text", *TEXT_PATH, "--set", f"encoder={tiny_encoder}",
-                                 "--set", "projection_epochs=1", "--set", "max_seq_length=64", "--set", "threads=1"))
+        summary = json.loads(
+            cli(
+                "train",
+                "--dataset",
+                name,
+                "--variant",
+                "text",
+                *TEXT_PATH,
+                "--set",
+                f"encoder={tiny_encoder}",
+                "--set",
+                "projection_epochs=1",
+                "--set",
+                "max_seq_length=64",
+                "--set",
+                "threads=1",
+            )
+        )
         TRAINED[fmt] = (name, Path(summary["bundle"]), summary)
     return TRAINED[fmt]
 
@@ -173,12 +197,18 @@ def test_serve_and_report_take_the_dataset_name(home, tiny_encoder, tmp_path):
     table = cli("report", "--dataset", name)
     assert "| text |" in table and f"wrote {home / 'results' / (name + '.md')}" in table.replace("\n", "")
     port = free_port()
-    env = child_env(R2END_HOME=home, R2END_ONNX_THREADS=1, R2END_WARMUP="false", R2END_ITEM_LOG_PATH=tmp_path / "items.jsonl",
-                    R2END_WRITE_TOKEN="tutorial-secret")
+    env = child_env(
+        R2END_HOME=home,
+        R2END_ONNX_THREADS=1,
+        R2END_WARMUP="false",
+        R2END_ITEM_LOG_PATH=tmp_path / "items.jsonl",
+        R2END_WRITE_TOKEN="tutorial-secret",
+    )
     command = [sys.executable, "-m", "training.cli", "serve", "--dataset", name, "--variant", "text", "--port", str(port)]
     with open(tmp_path / "server.log", "wb") as log:
         server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
+
             def ready() -> bool:
                 assert server.poll() is None, (tmp_path / "server.log").read_text()
                 try:
@@ -192,11 +222,22 @@ def test_serve_and_report_take_the_dataset_name(home, tiny_encoder, tmp_path):
             answer = httpx.post(f"http://127.0.0.1:{port}/recommend", json={"history": events, "k": 3}, timeout=30)
             assert answer.status_code == 200, answer.text
             check_answer(answer.json(), ds, events, 3)
-            book = {"title": "The Keeper of the Last Lighthouse", "year": 2026, "categories": ["Mystery"], "description": "A new book."}
-            put = httpx.put(f"http://127.0.0.1:{port}/items/new-book", json=book,
-                            headers={"Authorization": "Bearer tutorial-secret"}, timeout=30)
+            book = {
+                "title": "The Keeper of the Last Lighthouse",
+                "year": 2026,
+                "categories": ["Mystery"],
+                "description": "A new book.",
+            }
+            put = httpx.put(
+                f"http://127.0.0.1:{port}/items/new-book",
+                json=book,
+                headers={"Authorization": "Bearer tutorial-secret"},
+                timeout=30,
+            )
             assert put.status_code == 201 and put.json()["created"] is True, put.text
-            everything = httpx.post(f"http://127.0.0.1:{port}/recommend", json={"history": events, "k": len(ds.catalog.ids) + 1}, timeout=30)
+            everything = httpx.post(
+                f"http://127.0.0.1:{port}/recommend", json={"history": events, "k": len(ds.catalog.ids) + 1}, timeout=30
+            )
             assert everything.status_code == 200, everything.text
             ranked = [item["item_id"] for item in everything.json()["items"]]
             assert "new-book" in ranked and len(ranked) == len(ds.catalog.ids) + 1 - len({e["item_id"] for e in events})
@@ -211,7 +252,16 @@ def test_serve_dataset_without_a_bundle_is_one_clean_line(home, tmp_path):
     from loadtest.procs import child_env
 
     env = child_env(R2END_HOME=home)
-    result = subprocess.run([sys.executable, "-m", "training.cli", "serve", "--dataset", "nothing-here", "--variant", "text"],
-                            check=False, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "training.cli", "serve", "--dataset", "nothing-here", "--variant", "text"],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
-    assert f"error: {home / 'bundles' / 'nothing-here' / 'text'}: no bundle; run `r2end train --dataset nothing-here --variant text` first" in result.stdout
+    assert (
+        f"error: {home / 'bundles' / 'nothing-here' / 'text'}: no bundle; run `r2end train --dataset nothing-here --variant text` first"
+        in result.stdout
+    )

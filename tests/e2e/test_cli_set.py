@@ -10,13 +10,16 @@ import pytest
 from cli_util import r2end
 
 
-@pytest.mark.parametrize("args, key", [
-    (["baseline", "sasrec-ce", "ml-100k", "--set", "name=foo"], "name"),  # used to crash in json.loads
-    (["baseline", "sasrec-ce", "ml-100k", "--set", "hidden=wide"], "hidden"),
-    (["train", "--set", "distill_lr=fast"], "distill_lr"),
-    (["train", "--set", "typo=1"], "typo"),  # used to be ignored silently
-    (["ablations", "--set", "projection_dim"], "projection_dim"),
-])
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["baseline", "sasrec-ce", "ml-100k", "--set", "name=foo"], "name"),  # used to crash in json.loads
+        (["baseline", "sasrec-ce", "ml-100k", "--set", "hidden=wide"], "hidden"),
+        (["train", "--set", "distill_lr=fast"], "distill_lr"),
+        (["train", "--set", "typo=1"], "typo"),  # used to be ignored silently
+        (["ablations", "--set", "projection_dim"], "projection_dim"),
+    ],
+)
 def test_every_command_rejects_a_bad_set_naming_the_key(tmp_path, args, key):
     result = r2end(*args, tmp_path=tmp_path)
     output = result.stdout + result.stderr

@@ -30,9 +30,13 @@ def test_dashboard_metric_names_exist_in_the_app(service):
 
 def test_healthcheck_command_works_against_a_real_server(service):
     code = healthcheck_code()
-    ok = subprocess.run([sys.executable, "-c", code], check=False, env={"R2END_PORT": str(service.port)}, capture_output=True, timeout=30)
+    ok = subprocess.run(
+        [sys.executable, "-c", code], check=False, env={"R2END_PORT": str(service.port)}, capture_output=True, timeout=30
+    )
     assert ok.returncode == 0, ok.stderr
     from index.osutil import free_port
 
-    down = subprocess.run([sys.executable, "-c", code], check=False, env={"R2END_PORT": str(free_port())}, capture_output=True, timeout=30)
+    down = subprocess.run(
+        [sys.executable, "-c", code], check=False, env={"R2END_PORT": str(free_port())}, capture_output=True, timeout=30
+    )
     assert down.returncode != 0

@@ -84,8 +84,12 @@ def test_description_evidence_uses_training_transitions_only():
     ds = _ds()
     priors = _training_priors(ds)
     evidence = prior_item_evidence(ds)
-    leaked = {(row, other) for row, (text, _) in evidence.items() for other in range(ds.n_items)
-              if other not in priors[row] and _label(ds, other) in text}
+    leaked = {
+        (row, other)
+        for row, (text, _) in evidence.items()
+        for other in range(ds.n_items)
+        if other not in priors[row] and _label(ds, other) in text
+    }
     assert not leaked, f"evidence names items that precede the item only outside training: {sorted(leaked)[:5]}"
 
 
@@ -167,7 +171,9 @@ def spied_training(monkeypatch):
 
     def projection(config, user_vectors, positive_rows, item_vectors, **kwargs):
         pool = kwargs.get("negative_pool")
-        seen["projection"].append({"positives": np.asarray(positive_rows).copy(), "negative_pool": None if pool is None else np.asarray(pool)})
+        seen["projection"].append(
+            {"positives": np.asarray(positive_rows).copy(), "negative_pool": None if pool is None else np.asarray(pool)}
+        )
         return real_projection(config, user_vectors, positive_rows, item_vectors, **kwargs)
 
     monkeypatch.setattr(pipeline, "distill_student", distill)
@@ -179,11 +185,15 @@ def _write_teacher(ds: PreparedDataset, data_dir: Path) -> None:
     for kind in ("oracle", "description"):
         cache = TeacherCache(cache_path(data_dir, ds.name, kind))
         for task in build_tasks(ds, kind):
-            cache.append({"key": task_key(task, TEACHER), "status": "ok", "text": f"{kind} for {task.subject}", "subject": task.subject})
+            cache.append(
+                {"key": task_key(task, TEACHER), "status": "ok", "text": f"{kind} for {task.subject}", "subject": task.subject}
+            )
 
 
 def _config(**update) -> R2ENDConfig:
-    return R2ENDConfig(**{"dataset": "movies", "teacher_model": TEACHER, "projection_dim": 16, "projection_epochs": 1, "threads": 1, **update})
+    return R2ENDConfig(
+        **{"dataset": "movies", "teacher_model": TEACHER, "projection_dim": 16, "projection_epochs": 1, "threads": 1, **update}
+    )
 
 
 def test_distillation_and_projection_train_on_each_users_training_target(tmp_path, spied_training):
@@ -293,8 +303,9 @@ def test_sasrec_under_the_cold_protocol_never_trains_on_a_cold_item(monkeypatch,
     ds = _ds()
     cold = pick_cold_items(ds, COLD_SHARE)
     batches = _spy_sasrec_batches(monkeypatch)
-    path = baselines.run_sasrec(ds, "none", {"hidden": 16, "max_len": 20, "batch_size": 8, "max_epochs": 2, "patience": 100},
-                                cold_share=COLD_SHARE)
+    path = baselines.run_sasrec(
+        ds, "none", {"hidden": 16, "max_len": 20, "batch_size": 8, "max_epochs": 2, "patience": 100}, cold_share=COLD_SHARE
+    )
     assert json.loads(path.read_text())["cold_start"]["cold_items"] == int(cold.sum())
     assert batches
     for inputs, labels, blocked in batches:
@@ -336,7 +347,9 @@ def test_history_masking_never_masks_the_target(stage):
 
 
 def test_non_finite_target_scores_are_misses():
-    scores = np.array([[np.nan, 0.0, 0.0, 0.0], [np.inf, 0.0, 0.0, 0.0], [-np.inf, -np.inf, -np.inf, 0.0], [1.0, np.nan, 2.0, 0.0]])
+    scores = np.array(
+        [[np.nan, 0.0, 0.0, 0.0], [np.inf, 0.0, 0.0, 0.0], [-np.inf, -np.inf, -np.inf, 0.0], [1.0, np.nan, 2.0, 0.0]]
+    )
     greater, ties = greater_and_ties(scores, np.array([0, 0, 0, 0]))
     for k in (1, 5, 10):
         assert expected_hit(greater, ties, k)[:3].tolist() == [0.0, 0.0, 0.0]
@@ -376,8 +389,15 @@ def test_all_nan_scores_are_an_error():
 
 
 def _result(users: list[int], hr: list[float]) -> EvalResult:
-    metrics = {"HR@5": 0.0, "NDCG@5": 0.0, "HR@10": float(np.mean(hr)), "NDCG@10": float(np.mean(hr)), "tail_HR@10": 0.0,
-               "tail_NDCG@10": 0.0, "coverage@10": 0.0}
+    metrics = {
+        "HR@5": 0.0,
+        "NDCG@5": 0.0,
+        "HR@10": float(np.mean(hr)),
+        "NDCG@10": float(np.mean(hr)),
+        "tail_HR@10": 0.0,
+        "tail_NDCG@10": 0.0,
+        "coverage@10": 0.0,
+    }
     return EvalResult("test", metrics, len(users), True, users, {"HR@10": hr, "NDCG@10": hr})
 
 
@@ -389,8 +409,17 @@ def test_paired_comparisons_refuse_different_splits(tmp_path, cold):
     ds = _ds()
     users = list(range(ds.n_users))
     suffix = "-cold" if cold else ""
-    extra = {"cold_start": {"cold_target": {"HR@10": 0.0, "NDCG@10": 0.0}, "warm_target": {"HR@10": 0.0, "NDCG@10": 0.0},
-                            "cold_target_users": users[:5]}} if cold else None
+    extra = (
+        {
+            "cold_start": {
+                "cold_target": {"HR@10": 0.0, "NDCG@10": 0.0},
+                "warm_target": {"HR@10": 0.0, "NDCG@10": 0.0},
+                "cold_target_users": users[:5],
+            }
+        }
+        if cold
+        else None
+    )
     write_result(ds, f"sasrec-ce{suffix}", _result(users, [1.0] * len(users)), out_dir=tmp_path, extra=extra)
     other = write_result(ds, f"pop{suffix}", _result(users, [0.0] * len(users)), out_dir=tmp_path, extra=extra)
     table = cold_table if cold else main_table
@@ -400,7 +429,9 @@ def test_paired_comparisons_refuse_different_splits(tmp_path, cold):
     record = json.loads(other.read_text())
     record["split_hash"] = "0" * 64
     other.write_text(json.dumps(record))
-    with pytest.raises(SplitMismatch, match=rf"cannot compare movies/pop{suffix}.json \(split 000000000000\) with movies/sasrec-ce{suffix}.json"):
+    with pytest.raises(
+        SplitMismatch, match=rf"cannot compare movies/pop{suffix}.json \(split 000000000000\) with movies/sasrec-ce{suffix}.json"
+    ):
         table(ds.name, tmp_path)
 
 
@@ -410,11 +441,15 @@ def test_paired_comparisons_refuse_different_splits(tmp_path, cold):
 def _write_partial_teacher(ds: PreparedDataset, data_dir: Path, oracle_users: int, flagged: int = 0) -> None:
     cache = TeacherCache(cache_path(data_dir, ds.name, "description"))
     for task in build_tasks(ds, "description"):
-        cache.append({"key": task_key(task, TEACHER), "status": "ok", "text": f"description for {task.subject}", "subject": task.subject})
+        cache.append(
+            {"key": task_key(task, TEACHER), "status": "ok", "text": f"description for {task.subject}", "subject": task.subject}
+        )
     cache = TeacherCache(cache_path(data_dir, ds.name, "oracle"))
     for n, task in enumerate(build_tasks(ds, "oracle")[: oracle_users + flagged]):
         status = "ok" if n < oracle_users else "flagged"
-        cache.append({"key": task_key(task, TEACHER), "status": status, "text": f"oracle for {task.subject}", "subject": task.subject})
+        cache.append(
+            {"key": task_key(task, TEACHER), "status": status, "text": f"oracle for {task.subject}", "subject": task.subject}
+        )
 
 
 @pytest.fixture

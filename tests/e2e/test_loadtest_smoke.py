@@ -26,8 +26,9 @@ SMOKE_SECONDS = 5
 def test_locust_headless_against_the_real_service(make_service, fixture_histories, tmp_path):
     server = make_service(max_history=5)  # histories longer than 5 must be capped by the locustfile
     prefix = tmp_path / "smoke"
-    command = procs.locust_command(server.url, 4, SMOKE_SECONDS, prefix, fixture_histories, "recommend=10,batch=4,put=3,get=3",
-                                   max_history=5)
+    command = procs.locust_command(
+        server.url, 4, SMOKE_SECONDS, prefix, fixture_histories, "recommend=10,batch=4,put=3,get=3", max_history=5
+    )
     done = subprocess.run(command, check=False, cwd=REPO, env=procs.child_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with open(f"{prefix}_stats.csv", newline="") as handle:
@@ -42,7 +43,9 @@ def test_locust_headless_against_the_real_service(make_service, fixture_historie
         metrics = parse_metrics(client.get("/metrics").text)
     puts = int(rows["/items/{id} PUT"]["Request Count"]) if "/items/{id} PUT" in rows else 0
     assert metric_sum(metrics, "r2end_live_item_changes_total", op="put") >= puts
-    assert metric_sum(metrics, "http_requests_total", handler="/recommend", status="200") >= int(rows["/recommend"]["Request Count"])
+    assert metric_sum(metrics, "http_requests_total", handler="/recommend", status="200") >= int(
+        rows["/recommend"]["Request Count"]
+    )
 
 
 def test_generative_app_end_to_end_with_a_fake_llm(tiny_bundle):
@@ -60,12 +63,17 @@ def test_generative_app_end_to_end_with_a_fake_llm(tiny_bundle):
         body = __import__("json").loads(request.content)
         assert request.url.path == "/v1/chat/completions" and body["temperature"] == 0 and body["model"] == "fake-llm"
         prompts.append(body["messages"][-1]["content"])
-        return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": f"{target.title} ({target.year})"}}]})
+        return httpx.Response(
+            200, json={"choices": [{"message": {"role": "assistant", "content": f"{target.title} ({target.year})"}}]}
+        )
 
     settings = GenerativeSettings(tiny_bundle, "http://llm.invalid/v1", "fake-llm")
     with TestClient(create_app(settings, transport=httpx.MockTransport(llm))) as client:
         assert client.get("/readyz").status_code == 200
-        history = [{"item_id": catalog.at(0).item_id, "timestamp": 881250949}, {"item_id": "no-such-item", "timestamp": 881250950}]
+        history = [
+            {"item_id": catalog.at(0).item_id, "timestamp": 881250949},
+            {"item_id": "no-such-item", "timestamp": 881250950},
+        ]
         response = client.post("/recommend", json={"history": history, "k": 4})
         assert response.status_code == 200, response.text
         body = RecommendResponse.model_validate(response.json())

@@ -34,12 +34,16 @@ def _fixture_text(ds, task) -> str:
     kind, subject = task.kind, task.subject.split(":", 1)[1]
     if kind == "description":
         item = ds.catalog[subject]
-        return f"Users who prefer {', '.join(item.categories) or 'films'} would find this item suitable, like fans of {item.title}."
+        return (
+            f"Users who prefer {', '.join(item.categories) or 'films'} would find this item suitable, like fans of {item.title}."
+        )
     user = ds.users.index(subject)
     _, target = ds.example(user, "train")
     item = ds.catalog.at(target)
-    return (f"The user's preferences related to the target item are as follows. The user keeps returning to "
-            f"{', '.join(item.categories) or 'varied'} films and would enjoy {item_text(item)}.")
+    return (
+        f"The user's preferences related to the target item are as follows. The user keeps returning to "
+        f"{', '.join(item.categories) or 'varied'} films and would enjoy {item_text(item)}."
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +53,12 @@ def trained(tmp_path_factory):
     for kind in ("oracle", "description"):
         cache = TeacherCache(cache_path(data_dir, ds.name, kind))
         for task in build_tasks(ds, kind):
-            cache.append({"key": task_key(task, TEACHER), "status": "ok", "text": _fixture_text(ds, task), "subject": task.subject})
-    config = R2ENDConfig(dataset=ds.name, variant="e2e", teacher_model=TEACHER, projection_epochs=2, distill_batch_size=8, distill_lr=5e-5)
+            cache.append(
+                {"key": task_key(task, TEACHER), "status": "ok", "text": _fixture_text(ds, task), "subject": task.subject}
+            )
+    config = R2ENDConfig(
+        dataset=ds.name, variant="e2e", teacher_model=TEACHER, projection_epochs=2, distill_batch_size=8, distill_lr=5e-5
+    )
     model = train_r2end(config, ds, data_dir)
     bundle_dir = tmp_path_factory.mktemp("bundle") / "e2e"
     manifest = export_bundle(model, ds, bundle_dir, metrics={"note": "test"})
@@ -70,10 +78,13 @@ def test_distillation_moves_student_towards_targets(trained):
     examples = [ds.example(u, "train") for u in range(ds.n_users)]
     texts = model.history_texts(ds, [h for h, _ in examples])
     oracle = {t.subject: t for t in build_tasks(ds, "oracle")}
-    targets = encode(model.encoder, [
-        target_text(_fixture_text(ds, oracle[f"user:{user}"]), ds.catalog.at(target))
-        for user, (_, target) in zip(ds.users, examples, strict=True)
-    ])
+    targets = encode(
+        model.encoder,
+        [
+            target_text(_fixture_text(ds, oracle[f"user:{user}"]), ds.catalog.at(target))
+            for user, (_, target) in zip(ds.users, examples, strict=True)
+        ],
+    )
     before = (encode(model.encoder, texts) * targets).sum(1).mean()
     after = (encode(model.student, texts) * targets).sum(1).mean()
     assert after > before + 1e-3, f"student did not move towards the teacher targets ({before:.4f} -> {after:.4f})"
@@ -140,13 +151,23 @@ def test_cf_bundle_serves_what_training_scored(trained, tmp_path, design):
             cf.history_table = cf.head.history.numpy().copy()
     exportable = replace(model, projection=cf.head.projection, item_vectors=cf.item_vectors)
     bundle_dir = tmp_path / design
-    export_bundle(exportable, ds, bundle_dir, int8=False, history_table=cf.history_table, history_items=cf.config.history_items,
-                  tower=cf.head.tower)
+    export_bundle(
+        exportable,
+        ds,
+        bundle_dir,
+        int8=False,
+        history_table=cf.history_table,
+        history_items=cf.config.history_items,
+        tower=cf.head.tower,
+    )
     serving = ServingModel.load(bundle_dir, ServiceSettings(bundle_path=bundle_dir, warmup=False))
     users = list(range(ds.n_users))
     histories = [ds.example(u, "test")[0] for u in users]
     expected = cf.score(ds, users, histories)
-    texts = [serving.history_text([HistoryEvent(ds.catalog.at(r).item_id, t) for r, t in h], {i.item_id: i for i in ds.catalog}) for h in histories]
+    texts = [
+        serving.history_text([HistoryEvent(ds.catalog.at(r).item_id, t) for r, t in h], {i.item_id: i for i in ds.catalog})
+        for h in histories
+    ]
     vectors = serving.add_history(serving.user_encoder.encode(texts), [[r for r, _ in h] for h in histories])
     served = vectors @ np.load(bundle_dir / B.ITEM_VECTORS).T
     assert np.abs(served - expected).max() < 1e-4

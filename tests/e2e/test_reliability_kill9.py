@@ -39,7 +39,9 @@ class Writer(threading.Thread):
                 title = f"kill9 writer {self.index} item {n // 2} version {n % 2}"
                 self.in_flight = {item_id: title}
                 try:
-                    response = http.put(f"/items/{item_id}", json={"title": title, "year": 1990 + n % 30, "categories": ["Drama"]})
+                    response = http.put(
+                        f"/items/{item_id}", json={"title": title, "year": 1990 + n % 30, "categories": ["Drama"]}
+                    )
                 except httpx.TransportError:
                     return  # the server is gone: this request may or may not have been applied
                 if response.status_code not in (200, 201):

@@ -22,8 +22,17 @@ EXCLUDED = ("/admin/reload",)
 
 def test_generated_requests_get_no_5xx_and_schema_conformant_answers(make_service, tmp_path):
     server = make_service(admin_token=TOKEN, write_token=TOKEN)
-    result = run_schemathesis(server.url, tmp_path / "schemathesis", max_examples=MAX_EXAMPLES, token=TOKEN, seed=13,
-                              phases=("examples", "fuzzing"), exclude_paths=EXCLUDED, request_timeout_s=60, timeout_s=600)
+    result = run_schemathesis(
+        server.url,
+        tmp_path / "schemathesis",
+        max_examples=MAX_EXAMPLES,
+        token=TOKEN,
+        seed=13,
+        phases=("examples", "fuzzing"),
+        exclude_paths=EXCLUDED,
+        request_timeout_s=60,
+        timeout_s=600,
+    )
     assert result.generated >= MIN_CASES, result.summary()
     assert result.operations_selected == result.operations_total - len(EXCLUDED), result.summary()
     assert result.operations_tested == result.operations_selected, result.summary()

@@ -35,7 +35,9 @@ def test_checkpoint_resumes_instead_of_restarting(tmp_path):
     first = SASRec(config).fit(ds, _validate(ds), checkpoint=checkpoint)
     assert [e["epoch"] for e in first] == [1, 2] and checkpoint.is_file()
     seen = []
-    resumed = SASRec(config.model_copy(update={"max_epochs": 4})).fit(ds, _validate(ds), progress=seen.append, checkpoint=checkpoint)
+    resumed = SASRec(config.model_copy(update={"max_epochs": 4})).fit(
+        ds, _validate(ds), progress=seen.append, checkpoint=checkpoint
+    )
     assert [e["epoch"] for e in seen] == [3, 4], "resumed run must only train the missing epochs"
     assert resumed[:2] == first
     uninterrupted = SASRec(config.model_copy(update={"max_epochs": 4})).fit(ds, _validate(ds))
@@ -129,7 +131,9 @@ def test_fit_leaves_held_out_rows_as_initialised():
     model = SASRec(config)
     model.fit(view, _validate(view), held_out=cold)
     trained = model.net.items.weight.detach()[1:]
-    assert torch.equal(trained[torch.from_numpy(cold)], initial[torch.from_numpy(cold)]), "held-out rows must not move (weight decay included)"
+    assert torch.equal(trained[torch.from_numpy(cold)], initial[torch.from_numpy(cold)]), (
+        "held-out rows must not move (weight decay included)"
+    )
     assert not torch.equal(trained[torch.from_numpy(~cold)], initial[torch.from_numpy(~cold)])
     assert np.isfinite(model.score(ds, [0], [ds.example(0, "test")[0]])).all(), "held-out items are still scored"
 
@@ -189,9 +193,11 @@ def test_cli_only_errors_before_loading_data(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cli_model, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(AssertionError("data loaded")))
     runner = CliRunner()
-    for args, message in [(["--only", "hidden=512"], "--only hidden=512: not in grid 'wide'"),
-                          (["--only", "hidden"], "expected key=value"),
-                          (["--only", "lr=0.001"], "does not vary 'lr'")]:
+    for args, message in [
+        (["--only", "hidden=512"], "--only hidden=512: not in grid 'wide'"),
+        (["--only", "hidden"], "expected key=value"),
+        (["--only", "lr=0.001"], "does not vary 'lr'"),
+    ]:
         result = runner.invoke(app, ["baseline", "sasrec-ce", "ml-100k", "--grid", "wide", *args])
         assert result.exit_code == 2, result.output
         assert message in result.output

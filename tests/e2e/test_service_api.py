@@ -14,7 +14,11 @@ from index.catalog import Catalog
 from index.onnx_encoder import OnnxTextEncoder
 from index.verbalize import HistoryEvent, item_document
 
-HISTORY = [{"item_id": "1", "timestamp": 881250949}, {"item_id": "7", "timestamp": 881350949}, {"item_id": "20", "timestamp": 881450949}]
+HISTORY = [
+    {"item_id": "1", "timestamp": 881250949},
+    {"item_id": "7", "timestamp": 881350949},
+    {"item_id": "20", "timestamp": 881450949},
+]
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +65,9 @@ def test_recommend_reports_unknown_ids_and_sorts_by_time(client):
     base = client.post("/recommend", json={"history": HISTORY, "k": 5}).json()
     shuffled = [HISTORY[2], {"item_id": "no-such-item"}, HISTORY[0], HISTORY[1]]
     # one event without timestamp: the order given is kept, so drop the unknown one's effect by giving timestamps
-    response = client.post("/recommend", json={"history": [HISTORY[2], HISTORY[0], {"item_id": "nope", "timestamp": 5}, HISTORY[1]], "k": 5})
+    response = client.post(
+        "/recommend", json={"history": [HISTORY[2], HISTORY[0], {"item_id": "nope", "timestamp": 5}, HISTORY[1]], "k": 5}
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["unknown_item_ids"] == ["nope"]
@@ -83,17 +89,23 @@ def test_exclude_seen_and_default_k(client, manifest):
 
 
 def test_history_text(client):
-    response = client.post("/recommend", json={"history_text": "Toy Story (1995); Categories: Animation, Children's, Comedy", "k": 3})
+    response = client.post(
+        "/recommend", json={"history_text": "Toy Story (1995); Categories: Animation, Children's, Comedy", "k": 3}
+    )
     assert response.status_code == 200
     body = response.json()
     assert len(body["items"]) == 3 and body["unknown_item_ids"] == []
     assert body["items"][0]["item_id"] == "1"  # the movie itself (nothing is "seen" in a free-text history)
-    odd = client.post("/recommend", json={"history_text": "日本語 ✓ \u0000 \U0001F600 " * 50, "k": 2})
+    odd = client.post("/recommend", json={"history_text": "日本語 ✓ \u0000 \U0001f600 " * 50, "k": 2})
     assert odd.status_code == 200 and len(odd.json()["items"]) == 2
 
 
 def test_batch_equals_single_calls(client):
-    requests = [{"history": HISTORY, "k": 4}, {"history": HISTORY[:1], "k": 2, "exclude_seen": False}, {"history_text": "Heat", "k": 3}]
+    requests = [
+        {"history": HISTORY, "k": 4},
+        {"history": HISTORY[:1], "k": 2, "exclude_seen": False},
+        {"history_text": "Heat", "k": 3},
+    ]
     response = client.post("/recommend/batch", json={"requests": requests})
     assert response.status_code == 200, response.text
     results = response.json()["results"]
@@ -105,8 +117,15 @@ def test_batch_equals_single_calls(client):
 
 
 def test_live_item_lifecycle(client):
-    item = {"title": "Heat", "year": 1995, "categories": ["Action", "Crime", "Thriller"], "description": "Career criminals and a detective.",
-            "brand": "Warner", "price": 9.5, "extra": {"director": "Michael Mann"}}
+    item = {
+        "title": "Heat",
+        "year": 1995,
+        "categories": ["Action", "Crime", "Thriller"],
+        "description": "Career criminals and a detective.",
+        "brand": "Warner",
+        "price": 9.5,
+        "extra": {"director": "Michael Mann"},
+    }
     created = client.put("/items/live-heat", json=item, headers=WRITE_AUTH)
     assert created.status_code == 201, created.text
     assert created.json()["created"] is True and created.json()["item"]["title"] == "Heat"
@@ -118,7 +137,9 @@ def test_live_item_lifecycle(client):
     meta = ItemMeta("live-heat", "Heat", ("Action", "Crime", "Thriller"), "Warner", 1995, item["description"], 9.5)
     found = client.post("/recommend", json={"history_text": item_document(item["description"], meta), "k": 1}).json()
     assert found["items"][0]["item_id"] == "live-heat"
-    replaced = client.put("/items/live-heat", json={**item, "title": "Heat (director's cut)", "item_id": "live-heat"}, headers=WRITE_AUTH)
+    replaced = client.put(
+        "/items/live-heat", json={**item, "title": "Heat (director's cut)", "item_id": "live-heat"}, headers=WRITE_AUTH
+    )
     assert replaced.status_code == 200 and replaced.json()["created"] is False
     assert client.get("/items/live-heat").json()["title"] == "Heat (director's cut)"
     # a live item can be in a history
@@ -140,7 +161,9 @@ def test_get_bundle_item(client, tiny_bundle):
 
 def test_concurrent_requests_all_succeed(client, service):
     with ThreadPoolExecutor(8) as pool:
-        statuses = list(pool.map(lambda n: client.post("/recommend", json={"history": HISTORY[: 1 + n % 3], "k": 3}).status_code, range(24)))
+        statuses = list(
+            pool.map(lambda n: client.post("/recommend", json={"history": HISTORY[: 1 + n % 3], "k": 3}).status_code, range(24))
+        )
     assert statuses == [200] * 24
 
 
@@ -148,10 +171,23 @@ def test_metrics_exposes_the_documented_names(client):
     client.post("/recommend", json={"history": HISTORY, "k": 2})
     text = client.get("/metrics").text
     names = metric_names(text)
-    for name in ("http_request_duration_seconds_bucket", "http_request_duration_highr_seconds_bucket", "http_requests_total",
-                 "r2end_tokenize_seconds_bucket", "r2end_encode_seconds_bucket", "r2end_search_seconds_bucket",
-                 "r2end_queue_wait_seconds_bucket", "r2end_batch_size_bucket", "r2end_queue_depth_bucket", "r2end_queue_pending", "r2end_in_flight_requests",
-                 "r2end_rejected_requests_total", "r2end_reloads_total", "r2end_bundle_info", "r2end_catalog_items"):
+    for name in (
+        "http_request_duration_seconds_bucket",
+        "http_request_duration_highr_seconds_bucket",
+        "http_requests_total",
+        "r2end_tokenize_seconds_bucket",
+        "r2end_encode_seconds_bucket",
+        "r2end_search_seconds_bucket",
+        "r2end_queue_wait_seconds_bucket",
+        "r2end_batch_size_bucket",
+        "r2end_queue_depth_bucket",
+        "r2end_queue_pending",
+        "r2end_in_flight_requests",
+        "r2end_rejected_requests_total",
+        "r2end_reloads_total",
+        "r2end_bundle_info",
+        "r2end_catalog_items",
+    ):
         assert name in names, name
     metrics = parse_metrics(text)
     assert metric_sum(metrics, "http_request_duration_seconds_count", handler="/recommend") >= 1

@@ -11,7 +11,12 @@ from service_util import ADMIN_TOKEN, WRITE_AUTH, WRITE_TOKEN, assert_error_shap
 
 from service.deps import same_token
 
-ITEM = {"title": "Intruder", "year": 1977, "categories": ["Action", "Sci-Fi"], "description": "A film that should never be served."}
+ITEM = {
+    "title": "Intruder",
+    "year": 1977,
+    "categories": ["Action", "Sci-Fi"],
+    "description": "A film that should never be served.",
+}
 WRONG = [
     {"Authorization": "Bearer not-the-token"},
     {"Authorization": f"Bearer {ADMIN_TOKEN}"},  # the admin token is not a write token

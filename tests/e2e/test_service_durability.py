@@ -9,7 +9,12 @@ from service_util import WRITE_AUTH, ServiceProcess
 from index.catalog import ItemMeta
 from index.verbalize import item_document
 
-HEAT = {"title": "Heat", "year": 1995, "categories": ["Action", "Crime"], "description": "Career criminals and an obsessive detective."}
+HEAT = {
+    "title": "Heat",
+    "year": 1995,
+    "categories": ["Action", "Crime"],
+    "description": "Career criminals and an obsessive detective.",
+}
 
 
 def heat_query() -> dict:
@@ -24,7 +29,10 @@ def test_put_and_delete_survive_sigkill(tiny_bundle, tmp_path):
         server.start()
         with server.client() as http:
             assert http.put("/items/crash-heat", json=HEAT, headers=WRITE_AUTH).status_code == 201
-            assert http.put("/items/2", json={"title": "GoldenEye (special edition)", "year": 1995}, headers=WRITE_AUTH).status_code == 200
+            assert (
+                http.put("/items/2", json={"title": "GoldenEye (special edition)", "year": 1995}, headers=WRITE_AUTH).status_code
+                == 200
+            )
         server.kill()  # right after the 2xx: no shutdown code runs
 
         server.start()
@@ -49,7 +57,12 @@ def test_put_and_delete_survive_sigkill(tiny_bundle, tmp_path):
     finally:
         server.stop()
     lines = [json.loads(line) for line in (workdir / "items.jsonl").read_text().splitlines()]
-    assert [(line["op"], line["item_id"]) for line in lines] == [("put", "crash-heat"), ("put", "2"), ("delete", "crash-heat"), ("delete", "3")]
+    assert [(line["op"], line["item_id"]) for line in lines] == [
+        ("put", "crash-heat"),
+        ("put", "2"),
+        ("delete", "crash-heat"),
+        ("delete", "3"),
+    ]
 
 
 def test_log_from_another_bundle_applies_by_id_and_torn_tail_is_cut(make_service, tmp_path):
@@ -58,8 +71,17 @@ def test_log_from_another_bundle_applies_by_id_and_torn_tail_is_cut(make_service
     workdir.mkdir()
     log = workdir / "items.jsonl"
     records = [
-        {"op": "put", "item_id": "amz-B000123", "item": {"item_id": "amz-B000123", "title": "Heat", "year": 1995,
-                                                         "categories": ["Action", "Crime"], "description": HEAT["description"]}},
+        {
+            "op": "put",
+            "item_id": "amz-B000123",
+            "item": {
+                "item_id": "amz-B000123",
+                "title": "Heat",
+                "year": 1995,
+                "categories": ["Action", "Crime"],
+                "description": HEAT["description"],
+            },
+        },
         {"op": "delete", "item_id": "not-in-this-bundle"},
         {"op": "put", "item_id": "gone-again", "item": {"title": "Temporary"}},
         {"op": "delete", "item_id": "gone-again"},
@@ -109,7 +131,9 @@ def test_missing_settings_exit_with_a_message(tmp_path):
     from service_util import REPO, service_env
 
     env = service_env()
-    result = subprocess.run([sys.executable, "-m", "service.main"], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "service.main"], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     assert "R2END_BUNDLE_PATH" in result.stderr
 
@@ -135,6 +159,9 @@ def test_hnsw_bundle_serves_but_refuses_live_items(make_service, tiny_bundle, tm
     with server.client() as http:
         assert http.get("/items/1").status_code == 200  # the logged delete was skipped
         assert len(http.post("/recommend", json={"history": [{"item_id": "2"}], "k": 5}).json()["items"]) == 5
-        for response in (http.put("/items/new", json={"title": "New"}, headers=WRITE_AUTH), http.delete("/items/1", headers=WRITE_AUTH)):
+        for response in (
+            http.put("/items/new", json={"title": "New"}, headers=WRITE_AUTH),
+            http.delete("/items/1", headers=WRITE_AUTH),
+        ):
             assert response.status_code == 409 and response.json()["detail"][0]["type"] == "live_items_unsupported"
     assert "cannot change" in server.log()

@@ -58,7 +58,11 @@ def test_a_2000_event_history_is_served_and_says_how_many_events_were_read(clien
 
 def test_repeated_items_are_served_as_their_earliest_event(client, catalog):
     a, b, c = catalog.ids[3], catalog.ids[4], catalog.ids[5]
-    deduplicated = [{"item_id": a, "timestamp": START}, {"item_id": b, "timestamp": START + DAY}, {"item_id": c, "timestamp": START + 2 * DAY}]
+    deduplicated = [
+        {"item_id": a, "timestamp": START},
+        {"item_id": b, "timestamp": START + DAY},
+        {"item_id": c, "timestamp": START + 2 * DAY},
+    ]
     rewatched = [*deduplicated, {"item_id": a, "timestamp": START + 3 * DAY}, {"item_id": b, "timestamp": START + 4 * DAY}]
     shuffled = [rewatched[4], rewatched[0], rewatched[3], rewatched[2], rewatched[1]]  # sorted by time when all have one
     expected = client.post("/recommend", json={"history": deduplicated, "k": 6, "exclude_seen": False})
@@ -66,7 +70,9 @@ def test_repeated_items_are_served_as_their_earliest_event(client, catalog):
         response = client.post("/recommend", json={"history": history, "k": 6, "exclude_seen": False})
         assert ranking(response) == ranking(expected)
         assert response.json()["history_used"] == expected.json()["history_used"] == 3
-    undated = client.post("/recommend", json={"history": [{"item_id": a}, {"item_id": b}, {"item_id": a}, {"item_id": c}], "k": 6})
+    undated = client.post(
+        "/recommend", json={"history": [{"item_id": a}, {"item_id": b}, {"item_id": a}, {"item_id": c}], "k": 6}
+    )
     assert ranking(undated) == ranking(client.post("/recommend", json={"history": [{"item_id": x} for x in (a, b, c)], "k": 6}))
     batch = client.post("/recommend/batch", json={"requests": [{"history": rewatched, "k": 6, "exclude_seen": False}]})
     assert batch.status_code == 200 and ranking_of(batch.json()["results"][0]) == ranking(expected)
@@ -97,7 +103,9 @@ def test_an_explicit_history_limit_answers_422(make_service):
     events = [{"item_id": str(n % 30 + 1), "timestamp": START + n} for n in range(51)]
     with server.client() as http:
         assert http.post("/recommend", json={"history": events[:50]}).status_code == 200
-        response = http.post("/recommend", content=json.dumps({"history": events}).encode(), headers={"content-type": "application/json"})
+        response = http.post(
+            "/recommend", content=json.dumps({"history": events}).encode(), headers={"content-type": "application/json"}
+        )
         assert response.status_code == 422
         [detail] = assert_error_shape(response)
         assert detail["loc"] == ["body", "history"] and detail["type"] == "history_too_long"

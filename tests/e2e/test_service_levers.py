@@ -35,7 +35,9 @@ def test_cached_user_vectors_give_the_same_answer_and_are_counted(make_service):
         fresh = http.post("/recommend", json=body).json()
         assert ranking(fresh) == ranking(first) and scores(fresh) == pytest.approx(scores(first), abs=1e-5)
         metrics = parse_metrics(http.get("/metrics").text)
-        assert metric_sum(metrics, "r2end_user_cache_lookups_total", result="miss") == 3  # a reloaded bundle starts an empty cache
+        assert (
+            metric_sum(metrics, "r2end_user_cache_lookups_total", result="miss") == 3
+        )  # a reloaded bundle starts an empty cache
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +53,10 @@ def test_answers_without_metadata(client):
     assert [set(item) for item in slim["items"]] == [{"item_id", "score"}] * 4
     assert ranking(slim) == ranking(full) and scores(slim) == pytest.approx(scores(full), abs=1e-5)
     assert {k: v for k, v in slim.items() if k != "items"} == {k: v for k, v in full.items() if k != "items"}
-    batch = client.post("/recommend/batch", json={"requests": [{"history": HISTORY, "k": 4, "include_metadata": False},
-                                                                {"history": HISTORY, "k": 4}]}).json()["results"]
+    batch = client.post(
+        "/recommend/batch",
+        json={"requests": [{"history": HISTORY, "k": 4, "include_metadata": False}, {"history": HISTORY, "k": 4}]},
+    ).json()["results"]
     assert [set(item) for item in batch[0]["items"]] == [{"item_id", "score"}] * 4
     assert ranking(batch[1]) == ranking(full) and [i["title"] for i in batch[1]["items"]] == [i["title"] for i in full["items"]]
 

@@ -51,7 +51,9 @@ def test_a_burst_beyond_the_limit_gets_503_while_health_answers(make_service):
                 assert response.headers["retry-after"] == "4"
                 [detail] = assert_error_shape(response)
                 assert detail["type"] == "overloaded"
-            assert http.put("/items/x", json={"title": "X"}).status_code == 503  # writes encode too: refused before the credential check
+            assert (
+                http.put("/items/x", json={"title": "X"}).status_code == 503
+            )  # writes encode too: refused before the credential check
             for path in ("/healthz", "/readyz", "/metrics", "/items/1", "/openapi.json"):
                 assert http.get(path).status_code == 200, path
             metrics = parse_metrics(http.get("/metrics").text)

@@ -31,15 +31,23 @@ def prometheus(service, tmp_path):
         pytest.skip("no prometheus binary: apt-get install -y prometheus")
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "r2end", "metrics_path": METRICS_PATH, "static_configs": [{"targets": [f"127.0.0.1:{service.port}"]}]}],
+        "scrape_configs": [
+            {"job_name": "r2end", "metrics_path": METRICS_PATH, "static_configs": [{"targets": [f"127.0.0.1:{service.port}"]}]}
+        ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     with open(tmp_path / "prometheus.log", "wb") as log:
         process = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                PROMETHEUS,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -78,9 +86,14 @@ def test_prometheus_sees_the_latency_histogram(service, prometheus):
         while time.monotonic() < deadline:
             for _ in range(5):  # traffic between scrapes, so rate() has increases to see
                 assert app.post("/recommend", json={"history": [{"item_id": "1"}, {"item_id": "2"}], "k": 3}).status_code == 200
-            counts = query(prom, prometheus, 'http_request_duration_seconds_count{job="r2end",handler="/recommend",method="POST"}')
-            result = query(prom, prometheus,
-                           'histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{job="r2end",handler="/recommend"}[30s])))')
+            counts = query(
+                prom, prometheus, 'http_request_duration_seconds_count{job="r2end",handler="/recommend",method="POST"}'
+            )
+            result = query(
+                prom,
+                prometheus,
+                'histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{job="r2end",handler="/recommend"}[30s])))',
+            )
             if counts and float(counts[0]["value"][1]) > 0 and result and not math.isnan(float(result[0]["value"][1])):
                 p99 = float(result[0]["value"][1])
                 break

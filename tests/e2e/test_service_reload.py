@@ -116,8 +116,15 @@ def reload_server(tiny_bundle, tmp_path_factory):
         server.stop()
 
 
-@pytest.mark.parametrize("damage, words", [(corrupt_checksum, "sha256"), (wrong_schema, "schema_version"),
-                                           (missing_file, "missing"), (broken_graph, "cannot be loaded")])
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (corrupt_checksum, "sha256"),
+        (wrong_schema, "schema_version"),
+        (missing_file, "missing"),
+        (broken_graph, "cannot be loaded"),
+    ],
+)
 def test_bad_bundle_is_refused_and_the_old_keeps_serving(reload_server, tiny_bundle, tmp_path, damage, words):
     bad = copy_bundle(tiny_bundle, tmp_path / "bad", bundle_version="bad-bundle")
     damage(bad)
@@ -153,8 +160,10 @@ def test_sighup_reloads_the_current_bundle(make_service, tiny_bundle, tmp_path):
         # a broken bundle on SIGHUP: refused, counted, old one keeps serving
         corrupt_checksum(bundle)
         server.signal(signal.SIGHUP)
-        wait_for(lambda: metric_sum(parse_metrics(http.get("/metrics").text), "r2end_reloads_total", outcome="failed") == 1,
-                 what="failed SIGHUP reload")
+        wait_for(
+            lambda: metric_sum(parse_metrics(http.get("/metrics").text), "r2end_reloads_total", outcome="failed") == 1,
+            what="failed SIGHUP reload",
+        )
         assert served_version(http) == "hup-2"
         assert http.post("/recommend", json=BODY).status_code == 200
     assert "reload refused" in server.log()

@@ -39,8 +39,6 @@ def keyed_server(tmp_path_factory):
         yield base_url
 
 
-
-
 def test_temperature_zero_is_deterministic_and_usage_is_reported(server):
     backend = OpenAIHTTPBackend(server + "/v1", TEST_MODEL, concurrency=2)  # a trailing /v1 is accepted
     first, second = asyncio.run(generate(backend, request(), request()))
@@ -77,8 +75,14 @@ def test_cli_teach_run_against_the_endpoint(server, tmp_path):
     base = [sys.executable, "-m", "training.cli", "teach"]
     data = ["ml-tiny", "--format", "recbole", "--path", str(raw), "--data-dir", str(out)]
     done = subprocess.run(
-        base + ["run", *data, "--kinds", "oracle", "--endpoint", server, "--model", TEST_MODEL, "--limit", "2", "--concurrency", "2"],
-        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, check=False, timeout=300,
+        base
+        + ["run", *data, "--kinds", "oracle", "--endpoint", server, "--model", TEST_MODEL, "--limit", "2", "--concurrency", "2"],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     records = [json.loads(line) for line in (out / "ml-tiny" / "oracle.jsonl").read_text().splitlines()]
@@ -90,8 +94,15 @@ def test_cli_teach_run_against_the_endpoint(server, tmp_path):
         assert r["status"] in ("ok", "flagged") and (r["status"] == "ok") == (r["problem"] is None)
         assert r["prompt_tokens"] > 100 and r["completion_tokens"] > 0 and r["text"]
         assert r["prompt_ms"] > 0 and r["generation_ms"] > 0
-    status = subprocess.run(base + ["status", *data, "--model", TEST_MODEL], cwd=REPO, env=subprocess_env(),
-                            capture_output=True, text=True, check=False, timeout=120)
+    status = subprocess.run(
+        base + ["status", *data, "--model", TEST_MODEL],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert status.returncode == 0, status.stderr[-2000:]
     assert "2/10" in status.stdout
 
@@ -123,5 +134,3 @@ def test_runner_stops_on_an_auth_error_and_stores_nothing(keyed_server, tmp_path
     with pytest.raises(TeacherAuthError):
         asyncio.run(go())
     assert len(TeacherCache(tmp_path / "oracle.jsonl")) == 0
-
-

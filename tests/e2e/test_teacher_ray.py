@@ -26,7 +26,10 @@ pytestmark = pytest.mark.skipif(ray is None, reason="ray is not installed (optio
 @pytest.fixture(scope="module")
 def local_ray():
     ray.init(
-        num_cpus=1, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
+        num_cpus=1,
+        include_dashboard=False,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
         runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
     )
     try:
@@ -93,10 +96,38 @@ def test_cli_run_ray(server, tmp_path):
     env = subprocess_env()
     env["R2END_TEACHER_API_KEY"] = "ray-key"  # the key from the environment, not the command line
     done = subprocess.run(
-        [sys.executable, "-m", "training.cli", "teach", "run-ray", "ml-tiny", "--format", "recbole", "--path", str(raw),
-         "--kinds", "unguided", "--endpoint", server, "--model", TEST_MODEL, "--limit", "1", "--actors", "1",
-         "--requests-per-actor", "1", "--data-dir", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "training.cli",
+            "teach",
+            "run-ray",
+            "ml-tiny",
+            "--format",
+            "recbole",
+            "--path",
+            str(raw),
+            "--kinds",
+            "unguided",
+            "--endpoint",
+            server,
+            "--model",
+            TEST_MODEL,
+            "--limit",
+            "1",
+            "--actors",
+            "1",
+            "--requests-per-actor",
+            "1",
+            "--data-dir",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     records = [json.loads(line) for line in (out / "ml-tiny" / "unguided.jsonl").read_text().splitlines()]

@@ -43,14 +43,34 @@ def test_kill_mid_run_then_resume(tmp_path):
     expected = {task_key(t, TEST_MODEL) for t in tasks}
     assert len(expected) == N_USERS
     cmd = [
-        sys.executable, "-m", "training.cli", "teach", "run", "ml-tiny", "--format", "recbole", "--path", str(raw),
-        "--kinds", "oracle", "--model", TEST_MODEL, "--parallel", "2", "--threads", TEST_THREADS, "--data-dir", str(out),
+        sys.executable,
+        "-m",
+        "training.cli",
+        "teach",
+        "run",
+        "ml-tiny",
+        "--format",
+        "recbole",
+        "--path",
+        str(raw),
+        "--kinds",
+        "oracle",
+        "--model",
+        TEST_MODEL,
+        "--parallel",
+        "2",
+        "--threads",
+        TEST_THREADS,
+        "--data-dir",
+        str(out),
     ]
     log = tmp_path / "killed-run.log"
 
     # 1. Run, wait for the first record on disk, SIGKILL the process group mid-run.
     with open(log, "wb") as handle:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=subprocess_env(), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             deadline = time.monotonic() + 150
             seen: list[bytes] = []

@@ -22,8 +22,15 @@ def custom_bundle(tmp_path_factory):
     from training.r2end.pipeline import train_r2end
 
     ds = prepare(load_recbole(MOVIES, "movies"), k=2)
-    config = R2ENDConfig(item_text="metadata", rationale="item", distill=False, projection_epochs=1, threads=2, variant="verbaliser",
-                         verbaliser=CUSTOM)
+    config = R2ENDConfig(
+        item_text="metadata",
+        rationale="item",
+        distill=False,
+        projection_epochs=1,
+        threads=2,
+        variant="verbaliser",
+        verbaliser=CUSTOM,
+    )
     model = train_r2end(config, ds)
     path = tmp_path_factory.mktemp("bundle") / "verbaliser"
     export_bundle(model, ds, path, int8=False)
@@ -51,5 +58,8 @@ def test_export_writes_the_configs_verbaliser_and_every_reader_makes_the_same_te
 
     generative = Baseline.load(path)
     settings = GenerativeSettings(bundle_path=path, llm_url="http://127.0.0.1:9", model="unused")
-    requests = [RecommendRequest(history=[{"item_id": e.item_id, "timestamp": e.timestamp} for e in ds.history_events(h)]) for h in histories]
+    requests = [
+        RecommendRequest(history=[{"item_id": e.item_id, "timestamp": e.timestamp} for e in ds.history_events(h)])
+        for h in histories
+    ]
     assert [history_of(request, generative, settings)[0] for request in requests] == training

@@ -165,7 +165,9 @@ def test_2014_meta_strict_json_is_still_read(fixture_copy):
     """Some mirrors re-export the 2014 meta as JSON; JSON without true/false/null is a Python literal too."""
     directory = fixture_copy("amazon2014")
     path = directory / "meta_Beauty.json.gz"
-    replace_line(path, 4, '{"asin": "B00012345X", "title": "Folding Travel Hair Brush", "categories": [["Beauty", "Hair Care"]]}', gz=True)
+    replace_line(
+        path, 4, '{"asin": "B00012345X", "title": "Folding Travel Hair Brush", "categories": [["Beauty", "Hair Care"]]}', gz=True
+    )
     raw = amazon.load_amazon_2014(directory)
     assert raw.items["B00012345X"].categories == ("Hair Care",)
 
@@ -174,7 +176,15 @@ def test_2014_meta_strict_json_is_still_read(fixture_copy):
     "fmt, folder, filename, line_no, bad, field, encoding",
     [
         ("ml-100k", "ml-100k", "u.data", 4, "186\t1\t3", "timestamp", "utf-8"),
-        ("ml-100k", "ml-100k", "u.item", 2, "2|GoldenEye (1995)|01-Jan-1995||http://x|0|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0|1|0", "Western", "latin-1"),
+        (
+            "ml-100k",
+            "ml-100k",
+            "u.item",
+            2,
+            "2|GoldenEye (1995)|01-Jan-1995||http://x|0|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0|1|0",
+            "Western",
+            "latin-1",
+        ),
         ("ml-1m", "ml-1m", "ratings.dat", 5, "2::3863::3", "timestamp", "latin-1"),
         ("ml-1m", "ml-1m", "movies.dat", 3, "73", "title", "latin-1"),
     ],
@@ -272,7 +282,10 @@ def test_recbole_duplicate_item(fixture_copy):
     check(info, path, 6, "item_id", "duplicate item id '242'")
 
 
-@pytest.mark.parametrize("filename, header, field", [("ratings.csv", "userId,movieId,rating,time", "timestamp"), ("movies.csv", "movieId,name,genres", "title")])
+@pytest.mark.parametrize(
+    "filename, header, field",
+    [("ratings.csv", "userId,movieId,rating,time", "timestamp"), ("movies.csv", "movieId,name,genres", "title")],
+)
 def test_csv_missing_column(fixture_copy, filename, header, field):
     directory = fixture_copy("ml-latest")
     path = directory / filename
@@ -288,12 +301,36 @@ def test_csv_missing_column(fixture_copy, filename, header, field):
 @pytest.mark.parametrize(
     "folder, filename, line_no, bad, field",
     [
-        ("amazon2014", "reviews_Beauty_5.json.gz", 2, '{"asin": "B0000530HU", "overall": 2.0, "unixReviewTime": 1325376000}', "reviewerID"),
-        ("amazon2014", "reviews_Beauty_5.json.gz", 5, '{"reviewerID": "A3G6XNM240RMWA", "asin": "", "unixReviewTime": 1400000000}', "asin"),
-        ("amazon2014", "reviews_Beauty_5.json.gz", 7, '{"reviewerID": "A3G6XNM240RMWA", "asin": "7806397051", "unixReviewTime": null}', "unixReviewTime"),
+        (
+            "amazon2014",
+            "reviews_Beauty_5.json.gz",
+            2,
+            '{"asin": "B0000530HU", "overall": 2.0, "unixReviewTime": 1325376000}',
+            "reviewerID",
+        ),
+        (
+            "amazon2014",
+            "reviews_Beauty_5.json.gz",
+            5,
+            '{"reviewerID": "A3G6XNM240RMWA", "asin": "", "unixReviewTime": 1400000000}',
+            "asin",
+        ),
+        (
+            "amazon2014",
+            "reviews_Beauty_5.json.gz",
+            7,
+            '{"reviewerID": "A3G6XNM240RMWA", "asin": "7806397051", "unixReviewTime": null}',
+            "unixReviewTime",
+        ),
         ("amazon2014", "meta_Beauty.json.gz", 3, "{'title': 'No asin here', 'categories': [['Beauty']]}", "asin"),
         ("amazon2018", "meta_Luxury_Beauty.json.gz", 2, '{"category": [], "title": "x", "price": ""}', "asin"),
-        ("amazon2018", "Luxury_Beauty_5.json.gz", 4, '{"overall": 3.0, "reviewerID": "A2HOI48JK8838M", "asin": "B00004U9V2"}', "unixReviewTime"),
+        (
+            "amazon2018",
+            "Luxury_Beauty_5.json.gz",
+            4,
+            '{"overall": 3.0, "reviewerID": "A2HOI48JK8838M", "asin": "B00004U9V2"}',
+            "unixReviewTime",
+        ),
     ],
 )
 def test_amazon_missing_required_field(fixture_copy, folder, filename, line_no, bad, field):
@@ -308,8 +345,18 @@ def test_amazon_missing_required_field(fixture_copy, folder, filename, line_no, 
 @pytest.mark.parametrize(
     "filename, line_no, bad, field",
     [
-        ("yelp_academic_dataset_review.json", 3, '{"review_id":"x1","user_id":"8g_iMtfSiwikVnbP2etR0A","stars":3.0,"date":"2014-02-05 20:30:30"}', "business_id"),
-        ("yelp_academic_dataset_review.json", 2, '{"review_id":"x2","business_id":"b","user_id":"u","stars":5.0,"date":""}', "date"),
+        (
+            "yelp_academic_dataset_review.json",
+            3,
+            '{"review_id":"x1","user_id":"8g_iMtfSiwikVnbP2etR0A","stars":3.0,"date":"2014-02-05 20:30:30"}',
+            "business_id",
+        ),
+        (
+            "yelp_academic_dataset_review.json",
+            2,
+            '{"review_id":"x2","business_id":"b","user_id":"u","stars":5.0,"date":""}',
+            "date",
+        ),
         ("yelp_academic_dataset_review.json", 1, '{"user_id":"u","business_id":"b","date":"2018-07-07 22:09:11"}', "review_id"),
         ("yelp_academic_dataset_business.json", 4, '{"name":"St Honore Pastries","categories":"Bakeries"}', "business_id"),
     ],
@@ -345,12 +392,33 @@ def test_empty_id(fixture_copy, folder, filename, line_no, bad, field):
 @pytest.mark.parametrize(
     "fmt, folder, filename, line_no, bad, field, gz",
     [
-        ("amazon-2014", "amazon2014", "reviews_Beauty_5.json.gz", 4,
-         '{"reviewerID": "A60XNB876KYML", "asin": "7806397051", "overall": 5.0, "unixReviewTime": "03 1, 2012"}', "unixReviewTime", True),
-        ("amazon-2018", "amazon2018", "Luxury_Beauty_5.json.gz", 2,
-         '{"overall": 4.0, "reviewerID": "A1KXONFPU2XQ5K", "asin": "B00004U9V2", "unixReviewTime": "soon"}', "unixReviewTime", True),
-        ("amazon-2014", "amazon2014", "reviews_Beauty_5.json.gz", 1,
-         '{"reviewerID": "A1YJEY40YUW4SE", "asin": "B0000530HU", "overall": "five", "unixReviewTime": 1391040000}', "overall", True),
+        (
+            "amazon-2014",
+            "amazon2014",
+            "reviews_Beauty_5.json.gz",
+            4,
+            '{"reviewerID": "A60XNB876KYML", "asin": "7806397051", "overall": 5.0, "unixReviewTime": "03 1, 2012"}',
+            "unixReviewTime",
+            True,
+        ),
+        (
+            "amazon-2018",
+            "amazon2018",
+            "Luxury_Beauty_5.json.gz",
+            2,
+            '{"overall": 4.0, "reviewerID": "A1KXONFPU2XQ5K", "asin": "B00004U9V2", "unixReviewTime": "soon"}',
+            "unixReviewTime",
+            True,
+        ),
+        (
+            "amazon-2014",
+            "amazon2014",
+            "reviews_Beauty_5.json.gz",
+            1,
+            '{"reviewerID": "A1YJEY40YUW4SE", "asin": "B0000530HU", "overall": "five", "unixReviewTime": 1391040000}',
+            "overall",
+            True,
+        ),
         ("ml-100k", "ml-100k", "u.data", 6, "186\t3\t1\tyesterday", "timestamp", False),
         ("ml-1m", "ml-1m", "ratings.dat", 2, "1::1::4::97830210x", "timestamp", False),
         ("ml-1m", "ml-1m", "ratings.dat", 9, "3::73::four::978298147", "rating", False),

@@ -51,7 +51,9 @@ def test_fixtures_are_what_the_generator_writes(tmp_path):
     for folder in written:
         committed = FIXTURES / folder.relative_to(tmp_path)
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            assert (committed / path.relative_to(folder)).read_bytes() == path.read_bytes(), f"{committed}: stale; run make_fixtures.py"
+            assert (committed / path.relative_to(folder)).read_bytes() == path.read_bytes(), (
+                f"{committed}: stale; run make_fixtures.py"
+            )
 
 
 # --------------------------------------------------------------------------- data add, per format
@@ -66,7 +68,10 @@ def test_add_records_the_dataset_and_every_name_lookup_uses_it(fmt, home):
     assert warnings == []
     assert (ds.name, ds.n_users, ds.n_items, ds.n_interactions) == (name, want["users"], want["items"], want["interactions"])
     assert ds.report["raw interactions"] == want["raw interactions"]
-    assert ds.report["dropped: repeated (user, item) pairs, earliest kept"] == want["dropped: repeated (user, item) pairs, earliest kept"]
+    assert (
+        ds.report["dropped: repeated (user, item) pairs, earliest kept"]
+        == want["dropped: repeated (user, item) pairs, earliest kept"]
+    )
     assert ds.report["dropped: 5-core filter (2 rounds)"] == want["dropped: 5-core filter"]
     on_disk = json.loads((home / "datasets" / name / "DATASET.json").read_text())
     assert on_disk["format"] == fmt and on_disk["path"] == str((FIXTURES / folder).resolve()) and on_disk["k"] == 5
@@ -86,21 +91,31 @@ def test_cli_add_list_stats(home):
     assert stats.returncode == 0, stats.stderr
     body = json.loads(stats.stdout)
     want = expected(folder)
-    assert (body["users"], body["items"], body["interactions"], body["k"]) == (want["users"], want["items"], want["interactions"], 5)
+    assert (body["users"], body["items"], body["interactions"], body["k"]) == (
+        want["users"],
+        want["items"],
+        want["interactions"],
+        5,
+    )
     listed = r2end("data", "list", home=home)
     assert listed.returncode == 0 and "films" in listed.stdout and "ml-latest" in listed.stdout
     twice = r2end("data", "add", "films", "--format", "ml-latest", "--path", str(FIXTURES / folder), home=home)
     assert twice.returncode == 2 and "already added (ml-latest at" in twice.stdout and "--force" in twice.stdout
-    forced = r2end("data", "add", "films", "--format", "ml-latest", "--path", str(FIXTURES / folder), "--force", "--k", "3", home=home)
+    forced = r2end(
+        "data", "add", "films", "--format", "ml-latest", "--path", str(FIXTURES / folder), "--force", "--k", "3", home=home
+    )
     assert forced.returncode == 0, forced.stdout
     assert userdata.load_record("films").k == 3
 
 
-@pytest.mark.parametrize("name, message", [
-    ("My Data", "dataset name 'My Data'"),
-    ("../up", "dataset name '../up'"),
-    ("ml-100k", "'ml-100k' is an embedded dataset"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("My Data", "dataset name 'My Data'"),
+        ("../up", "dataset name '../up'"),
+        ("ml-100k", "'ml-100k' is an embedded dataset"),
+    ],
+)
 def test_bad_names_are_refused(home, name, message):
     with pytest.raises(ValueError, match=message):
         registry.add_dataset(name, "recbole", FIXTURES / FORMATS["recbole"])
@@ -142,12 +157,15 @@ def _edit(path: Path, line: int, old: str, new: str) -> None:
     path.write_text("".join(lines))
 
 
-@pytest.mark.parametrize("edit, message", [
-    (("ratings.csv", 1, ",timestamp", ",time"), "ratings.csv:1: field 'timestamp': missing column"),
-    (("ratings.csv", 5, ".0,", ".0x,"), "ratings.csv:5: field 'rating': not a number:"),
-    (("ratings.csv", 9, ".0,", ".0,yesterday"), "ratings.csv:9: field 'timestamp': not a number:"),
-    (("movies.csv", 1, "genres", "kinds"), "movies.csv:1: field 'genres': missing column"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("ratings.csv", 1, ",timestamp", ",time"), "ratings.csv:1: field 'timestamp': missing column"),
+        (("ratings.csv", 5, ".0,", ".0x,"), "ratings.csv:5: field 'rating': not a number:"),
+        (("ratings.csv", 9, ".0,", ".0,yesterday"), "ratings.csv:9: field 'timestamp': not a number:"),
+        (("movies.csv", 1, "genres", "kinds"), "movies.csv:1: field 'genres': missing column"),
+    ],
+)
 def test_bad_rows_name_file_line_and_field_and_nothing_is_recorded(home, tmp_path, edit, message):
     raw = copy_fixture(FORMATS["ml-latest"], tmp_path)
     name, line, old, new = edit
@@ -198,7 +216,9 @@ def test_no_item_with_metadata_is_an_error(home, tmp_path):
     raw = copy_fixture(FORMATS["ml-latest"], tmp_path)
     movies = (raw / "movies.csv").read_text().splitlines()
     (raw / "movies.csv").write_text("\n".join([movies[0]] + ["9" + row for row in movies[1:]]) + "\n")  # ids shifted: none match
-    with pytest.raises(DataFormatError, match=r"ratings\.csv:2: field 'movieId': none of the 15 items has metadata in .*movies\.csv"):
+    with pytest.raises(
+        DataFormatError, match=r"ratings\.csv:2: field 'movieId': none of the 15 items has metadata in .*movies\.csv"
+    ):
         registry.add_dataset("films", "ml-latest", raw)
 
 
@@ -224,8 +244,12 @@ def test_users_too_short_for_leave_one_out(home, tmp_path):
     _, ds, warnings = registry.add_dataset("shop", "recbole", FIXTURES / FORMATS["recbole"], k=1)
     assert ds.n_users == expected(FORMATS["recbole"])["users"]  # the fixture's 2-event user passes a 1-core, not leave-one-out
     assert ds.report["dropped: users too short for a leave-one-out split"] == 1
-    assert warnings == [(f"{(FIXTURES / FORMATS['recbole'] / 'shop.inter').resolve()}: 1 users have fewer than 3 events after the 1-core "
-                         "filter and were dropped (leave-one-out needs a training, a validation and a test event)")]
+    assert warnings == [
+        (
+            f"{(FIXTURES / FORMATS['recbole'] / 'shop.inter').resolve()}: 1 users have fewer than 3 events after the 1-core "
+            "filter and were dropped (leave-one-out needs a training, a validation and a test event)"
+        )
+    ]
 
 
 def test_missing_folder_is_a_clear_error(home, tmp_path):

@@ -29,16 +29,21 @@ class Knobs(BaseModel):
 
 def test_set_values_are_json_else_strings():
     assert parse_sets(["hidden=128", "name=foo", 'cf={"design": "history-tower"}', "name=a=b"], Knobs) == {
-        "hidden": 128, "name": "a=b", "cf": {"design": "history-tower"},
+        "hidden": 128,
+        "name": "a=b",
+        "cf": {"design": "history-tower"},
     }
     assert parse_sets([], Knobs) == {}
 
 
-@pytest.mark.parametrize("item, message", [
-    ("hidden", "--set 'hidden': expected key=value"),
-    ("=3", "--set '=3': expected key=value"),
-    ("hiden=3", "--set hiden: not a Knobs field; known: hidden, name, cf"),
-])
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("hidden", "--set 'hidden': expected key=value"),
+        ("=3", "--set '=3': expected key=value"),
+        ("hiden=3", "--set hiden: not a Knobs field; known: hidden, name, cf"),
+    ],
+)
 def test_set_rejects_malformed_items_and_unknown_keys(item, message):
     with pytest.raises(ValueError) as info:
         parse_sets([item], Knobs)
@@ -78,17 +83,41 @@ QUIET_SWITCHES = ("TORCH_LOGS", "TQDM_DISABLE", "TRANSFORMERS_VERBOSITY", "DATAS
 @pytest.mark.parametrize("mode", ["quiet", "verbose"])
 def test_third_party_logs_only_with_verbose(mode):
     env = {k: v for k, v in os.environ.items() if k not in QUIET_SWITCHES}
-    result = subprocess.run([sys.executable, "-c", LOG_PROBE, mode], check=False, cwd=REPO, env=dict(env, PYTHONPATH=str(REPO), COLUMNS="200"),
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-c", LOG_PROBE, mode],
+        check=False,
+        cwd=REPO,
+        env=dict(env, PYTHONPATH=str(REPO), COLUMNS="200"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr
     # logs go to stderr (stdout is for results); the libraries with their own handlers and bars are switched off
     assert result.stdout == ("-all 1 error\n" if mode == "quiet" else "None None None\n")
-    shown = {message for message in ("own progress", "own detail", "exporter note", "quantizer pre-processing hint", "widget examples",
-                                     "a real failure") if message in result.stderr}
+    shown = {
+        message
+        for message in (
+            "own progress",
+            "own detail",
+            "exporter note",
+            "quantizer pre-processing hint",
+            "widget examples",
+            "a real failure",
+        )
+        if message in result.stderr
+    }
     if mode == "quiet":
         assert shown == {"own progress", "a real failure"}
     else:
-        assert shown == {"own progress", "own detail", "exporter note", "quantizer pre-processing hint", "widget examples", "a real failure"}
+        assert shown == {
+            "own progress",
+            "own detail",
+            "exporter note",
+            "quantizer pre-processing hint",
+            "widget examples",
+            "a real failure",
+        }
 
 
 def test_verbose_is_a_global_option(tmp_path):

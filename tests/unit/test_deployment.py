@@ -131,7 +131,9 @@ def test_constraints_satisfy_the_serve_extra():
     from packaging.requirements import Requirement
 
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    wanted = [Requirement(r) for r in pyproject["project"]["dependencies"] + pyproject["project"]["optional-dependencies"]["serve"]]
+    wanted = [
+        Requirement(r) for r in pyproject["project"]["dependencies"] + pyproject["project"]["optional-dependencies"]["serve"]
+    ]
     pins = {}
     for line in (REPO / "docker" / "constraints-serve.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
@@ -140,7 +142,9 @@ def test_constraints_satisfy_the_serve_extra():
     for requirement in wanted:
         name = requirement.name.lower()
         assert name in pins, f"{name} not pinned"
-        assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} outside {requirement.specifier}"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"{name}=={pins[name]} outside {requirement.specifier}"
+        )
 
 
 def test_cmd_is_the_real_start_command():
@@ -170,6 +174,7 @@ def test_hadolint_is_clean(dockerfile):
 
 
 # ---- podman: the override, the Debian Prometheus image, the smoke script, the dashboard check ----
+
 
 @pytest.fixture(scope="module")
 def override() -> dict:
@@ -252,8 +257,14 @@ def test_smoke_script_prometheus_target_rewrite_matches_the_config():
 def test_smoke_script_refuses_bad_calls_before_doing_anything(tmp_path, args, env, message):
     args = [str(tmp_path) if a == "EMPTY" else a for a in args]
     # PODMAN=false: were the arguments accepted, nothing could be started.
-    result = subprocess.run(["bash", str(SMOKE), *args], check=False, capture_output=True, text=True, timeout=60,
-                            env={"PATH": "/usr/bin:/bin", "PODMAN": "false", "TMPDIR": str(tmp_path), **env})
+    result = subprocess.run(
+        ["bash", str(SMOKE), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PODMAN": "false", "TMPDIR": str(tmp_path), **env},
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr and result.stdout == ""
     assert [p.name for p in tmp_path.iterdir()] == [], "nothing made"
@@ -285,11 +296,14 @@ def test_dashboard_check_finds_every_target_and_substitutes_grafana_variables(ch
 
 
 def test_dashboard_check_reads_rows_and_counts_nan_as_no_data(check_dashboards, tmp_path):
-    dashboard = {"title": "d", "panels": [
-        {"type": "row", "title": "row", "panels": [{"title": "inner", "targets": [{"refId": "A", "expr": "up"}]}]},
-        {"title": "text panel", "type": "text"},
-        {"title": "outer", "targets": [{"refId": "B", "expr": "sum(up)"}, {"refId": "C", "query": "not promql"}]},
-    ]}
+    dashboard = {
+        "title": "d",
+        "panels": [
+            {"type": "row", "title": "row", "panels": [{"title": "inner", "targets": [{"refId": "A", "expr": "up"}]}]},
+            {"title": "text panel", "type": "text"},
+            {"title": "outer", "targets": [{"refId": "B", "expr": "sum(up)"}, {"refId": "C", "query": "not promql"}]},
+        ],
+    }
     (tmp_path / "d.json").write_text(json.dumps(dashboard))
     labels = [q.label() for q in check_dashboards.dashboard_queries([tmp_path / "d.json"])]
     assert labels == ["d / inner [A]", "d / outer [B]"]

@@ -23,12 +23,18 @@ def contracts() -> dict[str, dict]:
 def test_the_contract_holds_the_three_rules():
     found = contracts()
     assert found["index"]["type"] == found["service"]["type"] == "forbidden"
-    assert found["index"]["source_modules"] == ["index"] and {"training", "service", "torch"} <= set(found["index"]["forbidden_modules"])
-    assert found["service"]["source_modules"] == ["service"] and {"training", "torch"} <= set(found["service"]["forbidden_modules"])
+    assert found["index"]["source_modules"] == ["index"] and {"training", "service", "torch"} <= set(
+        found["index"]["forbidden_modules"]
+    )
+    assert found["service"]["source_modules"] == ["service"] and {"training", "torch"} <= set(
+        found["service"]["forbidden_modules"]
+    )
 
 
 def test_the_code_keeps_the_contract():
     # in its own process: import-linter reads pyproject.toml from the working directory
-    result = subprocess.run([sys.executable, "-c", LINT_IMPORTS], check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", LINT_IMPORTS], check=False, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"Contracts: {len(contracts())} kept, 0 broken." in result.stdout

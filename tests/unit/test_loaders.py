@@ -200,7 +200,9 @@ def test_yelp_prepare(yelp_raw):
     assert sorted(ds.catalog.ids) == ["CF33F8-E6oudUQ46HnavjQ", "MTSW4McQd7CbVtyjqoe9mw", "tUFrWirKiKi_TAnsVWINQQ"]
     mh = ds.sequences[ds.users.index("mh_-eMZ6K5RLWhZyISBhwA")]
     assert [ds.catalog.at(r).item_id for r, _ in mh] == [
-        "tUFrWirKiKi_TAnsVWINQQ", "MTSW4McQd7CbVtyjqoe9mw", "CF33F8-E6oudUQ46HnavjQ",
+        "tUFrWirKiKi_TAnsVWINQQ",
+        "MTSW4McQd7CbVtyjqoe9mw",
+        "CF33F8-E6oudUQ46HnavjQ",
     ]
 
 

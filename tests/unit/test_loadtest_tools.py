@@ -66,32 +66,44 @@ else:
 
 def test_load_shapes_from_the_environment():
     # in a subprocess: importing locust monkey-patches the interpreter (gevent), which must not leak into other tests
-    done = subprocess.run([sys.executable, "-c", SHAPES_CHECK], check=False, cwd=REPO, env=procs.child_env(),
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", SHAPES_CHECK],
+        check=False,
+        cwd=REPO,
+        env=procs.child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
 
 # ---- the generative baseline --------------------------------------------------------------------
 
-CATALOG = Catalog([
-    ItemMeta("1", "Usual Suspects, The", ("Crime",), year=1995),
-    ItemMeta("2", "Seven (Se7en)", ("Thriller",), year=1995),
-    ItemMeta("3", "Star Wars", ("Sci-Fi",), year=1977),
-    ItemMeta("4", "Star Trek IV: The Voyage Home", ("Sci-Fi",), year=1986),
-    ItemMeta("5", "Jurassic Park", ("Action",), year=1993),
-    ItemMeta("6", "Heat", ("Action",), year=1995),
-    ItemMeta("7", "Heat", ("Drama",), year=1972),
-])
+CATALOG = Catalog(
+    [
+        ItemMeta("1", "Usual Suspects, The", ("Crime",), year=1995),
+        ItemMeta("2", "Seven (Se7en)", ("Thriller",), year=1995),
+        ItemMeta("3", "Star Wars", ("Sci-Fi",), year=1977),
+        ItemMeta("4", "Star Trek IV: The Voyage Home", ("Sci-Fi",), year=1986),
+        ItemMeta("5", "Jurassic Park", ("Action",), year=1993),
+        ItemMeta("6", "Heat", ("Action",), year=1995),
+        ItemMeta("7", "Heat", ("Drama",), year=1972),
+    ]
+)
 
 
-@pytest.mark.parametrize(("answer", "expected"), [
-    ("The Usual Suspects (1995)", "1"),
-    ('1. "Se7en"\nBecause the user likes thrillers.', "2"),
-    ("Star Wars: Episode IV - A New Hope", "3"),
-    ("Title: Jurassic Prk", "5"),
-    ("Heat (1972)", "7"),
-    ("Heat (1995)", "6"),
-])
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("The Usual Suspects (1995)", "1"),
+        ('1. "Se7en"\nBecause the user likes thrillers.', "2"),
+        ("Star Wars: Episode IV - A New Hope", "3"),
+        ("Title: Jurassic Prk", "5"),
+        ("Heat (1972)", "7"),
+        ("Heat (1995)", "6"),
+    ],
+)
 def test_title_matching(answer, expected):
     ranked = TitleMatcher(CATALOG).rank(answer, k=3)
     assert ranked[0][0].item_id == expected, [(m.item_id, s) for m, s in ranked]
@@ -115,11 +127,15 @@ def test_title_matching_details():
 
 # ---- reducing Locust's CSV files -----------------------------------------------------------------
 
-STATS_HEADER = ("Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
-                "Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%")
-HISTORY_HEADER = ("Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%,"
-                  "Total Request Count,Total Failure Count,Total Median Response Time,Total Average Response Time,"
-                  "Total Min Response Time,Total Max Response Time,Total Average Content Size")
+STATS_HEADER = (
+    "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
+    "Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%"
+)
+HISTORY_HEADER = (
+    "Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%,"
+    "Total Request Count,Total Failure Count,Total Median Response Time,Total Average Response Time,"
+    "Total Min Response Time,Total Max Response Time,Total Average Content Size"
+)
 
 
 def write_run(prefix: Path, users: int, per_second: int, seconds: int, failures_per_second: int = 0, p99: int = 20) -> None:
@@ -138,8 +154,11 @@ def write_run(prefix: Path, users: int, per_second: int, seconds: int, failures_
             history.append(f"{t},{u},{method},{name},0,0" + ",N/A" * 11 + f",{c},{f},0,0,0,0,0")
     Path(f"{prefix}_stats_history.csv").write_text("\n".join(history) + "\n")
     pct = f"10,12,13,14,16,18,19,{p99},{p99},{p99},{p99}"
-    stats = [STATS_HEADER, f"POST,/recommend,{count},{failed},10,11,1,50,100,{count / (seconds + 1)},0,{pct}",
-             f",Aggregated,{count},{failed},10,11,1,50,100,{count / (seconds + 1)},0,{pct}"]
+    stats = [
+        STATS_HEADER,
+        f"POST,/recommend,{count},{failed},10,11,1,50,100,{count / (seconds + 1)},0,{pct}",
+        f",Aggregated,{count},{failed},10,11,1,50,100,{count / (seconds + 1)},0,{pct}",
+    ]
     Path(f"{prefix}_stats.csv").write_text("\n".join(stats) + "\n")
 
 
@@ -164,7 +183,10 @@ def test_saturation_and_ratio(tmp_path):
     gen, ok = saturation([lv for lv in levels if lv.system.startswith("generative")])
     assert ok and gen.users == 2 and gen.rps == pytest.approx(2)
     assert ratio(r2end, gen) == pytest.approx(130)
-    assert saturation([LevelResult("x", 1, 10, 10, 0.0, 0.0, None, None, None)]) == (LevelResult("x", 1, 10, 10, 0.0, 0.0, None, None, None), False)
+    assert saturation([LevelResult("x", 1, 10, 10, 0.0, 0.0, None, None, None)]) == (
+        LevelResult("x", 1, 10, 10, 0.0, 0.0, None, None, None),
+        False,
+    )
     section = markdown(levels, {"command": "bench", "git_commit": "abc", "machine": "m", "created": "now"}, "load.png")
     assert "**130x** (meets" in section and section.startswith(BEGIN) and section.rstrip().endswith(END)
     doc = tmp_path / "BENCH.md"
@@ -178,7 +200,9 @@ def test_saturation_and_ratio(tmp_path):
 def test_bench_load_cli_and_plan():
     from loadtest.bench import generative_plan, parse_args
 
-    done = subprocess.run([sys.executable, "scripts/bench_load.py", "--help"], check=False, cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "scripts/bench_load.py", "--help"], check=False, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0 and "--levels" in done.stdout and "--models" in done.stdout
     default = parse_args([])
     assert default.levels == [1, 2, 4, 8, 16, 32] and default.variants == ["fp32", "int8"]
@@ -215,7 +239,9 @@ async def fake_server(answers: list[tuple[int, dict[str, str]]]):
         nonlocal served
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
-            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0)
+            length = next(
+                (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0
+            )
             await reader.readexactly(length)
             status, headers = answers[served % len(answers)]
             served += 1
@@ -278,15 +304,23 @@ def test_raw_client_retries_a_connection_the_server_closed_while_idle():
 def test_bench_service_goals_and_table():
     bench = load_script("bench_service")
     level = lambda c, rate, p99: bench.Level(c, rate, 100, 0, p99 / 2, p99, p99)
-    result = bench.PrecisionResult("int8", raw={1: 80.0, 8: 70.0}, r2end={1: level(1, 60.0, 20.0), 8: level(8, 66.0, 150.0)},
-                                   single=level(1, 55.0, 25.0), infinity={1: level(1, 50.0, 18.0), 8: level(8, 40.0, 200.0)})
+    result = bench.PrecisionResult(
+        "int8",
+        raw={1: 80.0, 8: 70.0},
+        r2end={1: level(1, 60.0, 20.0), 8: level(8, 66.0, 150.0)},
+        single=level(1, 55.0, 25.0),
+        infinity={1: level(1, 50.0, 18.0), 8: level(8, 40.0, 200.0)},
+    )
     goals = "\n".join(bench.goals([result]))
     assert "0.75x at 1, 0.94x at 8 (missed)" in goals  # 60/80 < 0.9
     assert "at 8 clients: 1.65x (met)" in goals  # 66/40 >= 1.5
     assert "20.0 vs 18.0 ms (missed)" in goals  # p99 at 1 client above infinity's
     assert "p99 <= 30 ms: met" in goals
     result.raw_parallel = (2, 88.0)
-    assert "2 one-thread runs of one history in parallel (the service's encode workers, raw): 88.0 hist/s; best `/recommend` level 66.0 req/s = 0.75x" in "\n".join(bench.goals([result]))
+    assert (
+        "2 one-thread runs of one history in parallel (the service's encode workers, raw): 88.0 hist/s; best `/recommend` level 66.0 req/s = 0.75x"
+        in "\n".join(bench.goals([result]))
+    )
     table = bench.table([result])
     assert "infinity /embeddings (req/s)" in table and "| int8 | 8 | 70.0 | 66.0 | 0.94 |" in table
     no_peer = bench.PrecisionResult("fp32", raw={1: 10.0}, r2end={1: level(1, 9.5, 40.0)}, single=level(1, 9.0, 41.0))
@@ -298,24 +332,39 @@ def test_bench_service_goals_and_table():
 def test_bench_overload_goals():
     overload = load_script("bench_overload")
     lv = lambda c, good, ok99, rej99, batch: overload.LevelResult(c, 10, good, {200: 1}, 1.0, ok99, 1.0, rej99, 0, batch, 8.0)
-    levels = [lv(8, 30.0, 300, None, 120), lv(32, 31.0, 1200, 5.0, 200), lv(128, 29.0, 2500, 12.0, 250), lv(512, 20.0, 9000, 30.0, 250)]
+    levels = [
+        lv(8, 30.0, 300, None, 120),
+        lv(32, 31.0, 1200, 5.0, 200),
+        lv(128, 29.0, 2500, 12.0, 250),
+        lv(512, 20.0, 9000, 30.0, 250),
+    ]
     goals = {g.name.split(" (")[0].split(" <=")[0]: g for g in overload.goals(levels, "admission limit", 288)}
     assert goals["goodput at 128 clients >= 0.9x the best level's"].met is True  # 29/31
     assert goals["goodput at 512 clients >= 0.9x the best level's"].met is False  # 20/31
     assert goals["p99 of a 503"].met is False and goals["p99 of a 503"].value == "30.0 ms"
     accepted = next(g for name, g in goals.items() if name.startswith("p99 of accepted"))
     assert "= 9540 ms" in accepted.name and accepted.met is True  # 288 / 31 s + 250 ms = 9540 ms >= 9000 ms
-    text = overload.markdown({"command": "c", "git_commit": "g", "machine_line": "m", "created": "t"}, "d", levels, list(goals.values()))
+    text = overload.markdown(
+        {"command": "c", "git_commit": "g", "machine_line": "m", "created": "t"}, "d", levels, list(goals.values())
+    )
     assert "| 512 | 20.0 |" in text and "(missed)" in text
 
 
 def test_capacity_helpers(tmp_path):
     from loadtest.capacity import accepted_p99_limit_ms, batch_stats, parse_cpus, parse_settings, queue_bound
 
-    before = {"r2end_batch_size_count{}": 10, "r2end_batch_size_sum{}": 40, 'r2end_encode_seconds_sum{encoder=user}': 1.0,
-              "r2end_tokenize_seconds_sum{}": 0.1}
-    after = {"r2end_batch_size_count{}": 20, "r2end_batch_size_sum{}": 120, 'r2end_encode_seconds_sum{encoder=user}': 2.8,
-             "r2end_tokenize_seconds_sum{}": 0.3}
+    before = {
+        "r2end_batch_size_count{}": 10,
+        "r2end_batch_size_sum{}": 40,
+        "r2end_encode_seconds_sum{encoder=user}": 1.0,
+        "r2end_tokenize_seconds_sum{}": 0.1,
+    }
+    after = {
+        "r2end_batch_size_count{}": 20,
+        "r2end_batch_size_sum{}": 120,
+        "r2end_encode_seconds_sum{encoder=user}": 2.8,
+        "r2end_tokenize_seconds_sum{}": 0.3,
+    }
     assert batch_stats(before, after) == pytest.approx((200.0, 8.0))  # (1.8 + 0.2) s / 10 batches; 80 histories / 10
     assert batch_stats(before, before) == (None, None)
     assert accepted_p99_limit_ms(100, 50.0, 30.0) == pytest.approx(2030.0)
@@ -332,8 +381,14 @@ def test_soak_failure_rules_and_windows():
 
     soak = load_script("soak")
     t0 = 1000.0
-    samples = [Sample(t0 + 1, 0.5, 200), Sample(t0 + 2, 0.01, 503, "1"), Sample(t0 + 3, 0.01, 503, None),  # no Retry-After: failed
-               Sample(t0 + 11, 0.2, 500), Sample(t0 + 12, 3.0, TRANSPORT_ERROR), Sample(t0 + 25, 0.1, 200)]
+    samples = [
+        Sample(t0 + 1, 0.5, 200),
+        Sample(t0 + 2, 0.01, 503, "1"),
+        Sample(t0 + 3, 0.01, 503, None),  # no Retry-After: failed
+        Sample(t0 + 11, 0.2, 500),
+        Sample(t0 + 12, 3.0, TRANSPORT_ERROR),
+        Sample(t0 + 25, 0.1, 200),
+    ]
     assert [soak.failed(s) for s in samples] == [False, False, True, True, True, False]
     run = Run(0, 30.0, samples, rate=0.2)
     record = soak.SoakRecord(reloads=[soak.Reload(at_s=12.5, seconds=1.0, status=200)], rss=[(0.0, 100 << 20), (15.0, 110 << 20)])

@@ -221,7 +221,12 @@ def test_same_second_shares_count_tied_targets():
 
 def test_same_second_events_keep_file_order():
     # what the disclosure in RESULTS.md says: ties are ordered as the source file lists them
-    events = [Interaction("u", "late-in-file", 5), Interaction("u", "first", 1), Interaction("u", "b", 5), Interaction("u", "a", 5)]
+    events = [
+        Interaction("u", "late-in-file", 5),
+        Interaction("u", "first", 1),
+        Interaction("u", "b", 5),
+        Interaction("u", "a", 5),
+    ]
     ds = prepare(RawDataset("toy", {}, events), k=1)
     assert [ds.catalog.at(row).item_id for row, _ in ds.sequences[0]] == ["first", "late-in-file", "b", "a"]
     assert ds.catalog.at(ds.example(0, "test")[1]).item_id == "a"

@@ -37,7 +37,8 @@ def test_k_core_iterates_until_stable():
     # what one pass would keep: the chain is only partly removed
     users = {u for u, _, _ in CORE + CHAIN}
     one_pass = [
-        e for e in interactions
+        e
+        for e in interactions
         if sum(x.user_id == e.user_id for x in interactions) >= 2 and sum(x.item_id == e.item_id for x in interactions) >= 2
     ]
     assert ("u1", "x") in pairs(one_pass) and ("u1", "P") in pairs(one_pass)
@@ -72,7 +73,12 @@ def test_prepare_reports_k_core_rounds():
 
 
 def test_deduplicate_keeps_earliest_not_first_in_file():
-    events = [Interaction("u", "i", 50, rating=1.0), Interaction("u", "j", 10), Interaction("u", "i", 20, rating=5.0), Interaction("v", "i", 5)]
+    events = [
+        Interaction("u", "i", 50, rating=1.0),
+        Interaction("u", "j", 10),
+        Interaction("u", "i", 20, rating=5.0),
+        Interaction("v", "i", 5),
+    ]
     kept, dropped = deduplicate(events)
     assert dropped == 1
     assert kept == [events[1], events[2], events[3]]  # file order preserved among the kept
@@ -86,7 +92,9 @@ def test_deduplicate_equal_times_keep_first_in_file():
 
 def test_prepare_dedupes_before_k_core():
     # u rates i twice: without dedupe u would have 3 events and survive a 3-core
-    events = [("u", "i", 1), ("u", "i", 2), ("u", "j", 3)] + [(v, item, 10 + n) for n, (v, item) in enumerate(itertools.product("abc", "ij"))]
+    events = [("u", "i", 1), ("u", "i", 2), ("u", "j", 3)] + [
+        (v, item, 10 + n) for n, (v, item) in enumerate(itertools.product("abc", "ij"))
+    ]
     events += [(v, "k", 30) for v in "abc"]
     ds = prepare(raw_from(events), k=3)
     assert ds.report["dropped: repeated (user, item) pairs, earliest kept"] == 1
@@ -99,8 +107,16 @@ def test_prepare_dedupes_before_k_core():
 
 def test_sequences_are_chronological_with_stable_ties():
     events = [
-        ("7", "10", 500), ("7", "2", 300), ("7", "30", 300), ("7", "4", 100), ("7", "5", 300),
-        ("12", "30", 1), ("12", "2", 1), ("12", "4", 1), ("12", "5", 0), ("12", "10", 2),
+        ("7", "10", 500),
+        ("7", "2", 300),
+        ("7", "30", 300),
+        ("7", "4", 100),
+        ("7", "5", 300),
+        ("12", "30", 1),
+        ("12", "2", 1),
+        ("12", "4", 1),
+        ("12", "5", 0),
+        ("12", "10", 2),
     ]
     ds = prepare(raw_from(events), k=1)
     # numeric ids sort numerically (not "10" < "2")
@@ -138,7 +154,12 @@ def test_reviews_kept_for_kept_users():
     raw = RawDataset(
         "r",
         {},
-        [Interaction("u", "i", 1, review="nice"), Interaction("u", "j", 2), Interaction("u", "k", 3, review="meh"), Interaction("v", "i", 4, review="x")],
+        [
+            Interaction("u", "i", 1, review="nice"),
+            Interaction("u", "j", 2),
+            Interaction("u", "k", 3, review="meh"),
+            Interaction("v", "i", 4, review="x"),
+        ],
     )
     ds = prepare(raw, k=1)
     assert ds.reviews == {("u", "i"): "nice", ("u", "k"): "meh"}
@@ -185,7 +206,9 @@ def test_history_events_and_popularity(five):
 
 
 def test_split_hash_tracks_the_data():
-    events = [("u", i, t) for i, t in zip("abcd", (1, 2, 3, 4), strict=True)] + [("v", i, t) for i, t in zip("dcb", (1, 2, 3), strict=True)]
+    events = [("u", i, t) for i, t in zip("abcd", (1, 2, 3, 4), strict=True)] + [
+        ("v", i, t) for i, t in zip("dcb", (1, 2, 3), strict=True)
+    ]
     base = prepare(raw_from(events), k=1).split_hash
     assert len(base) == 64
     assert prepare(raw_from(list(events)), k=1).split_hash == base
@@ -197,5 +220,3 @@ def test_split_hash_tracks_the_data():
     assert prepare(raw_from(swapped_order), k=1).split_hash != base
     assert prepare(raw_from(events, name="other"), k=1).split_hash != base
     assert prepare(raw_from(events + [("w", "a", 9)]), k=1).split_hash == base  # w is too short: same split
-
-

@@ -18,15 +18,26 @@ from service.settings import ServiceSettings
 def test_expensive_routes():
     assert expensive("POST", "/recommend") and expensive("POST", "/recommend/batch") and expensive("PUT", "/items/x")
     assert expensive("POST", "/recommend/")
-    for method, path in (("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/items/x"), ("DELETE", "/items/x"),
-                         ("POST", "/admin/reload"), ("GET", "/recommend"), ("POST", "/recommendations"), ("GET", "/docs")):
+    for method, path in (
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+        ("GET", "/items/x"),
+        ("DELETE", "/items/x"),
+        ("POST", "/admin/reload"),
+        ("GET", "/recommend"),
+        ("POST", "/recommendations"),
+        ("GET", "/docs"),
+    ):
         assert not expensive(method, path), (method, path)
 
 
 def test_default_limit_follows_the_batcher(tmp_path):
     settings = ServiceSettings(bundle_path=tmp_path / "b")
     assert settings.max_inflight is None
-    assert settings.inflight_limit == settings.queue_size + settings.encode_workers * settings.max_batch_size  # each worker holds a batch
+    assert (
+        settings.inflight_limit == settings.queue_size + settings.encode_workers * settings.max_batch_size
+    )  # each worker holds a batch
     assert ServiceSettings(bundle_path=tmp_path / "b", queue_size=32, max_batch_size=8, encode_workers=2).inflight_limit == 48
     assert ServiceSettings(bundle_path=tmp_path / "b", max_inflight=5).inflight_limit == 5
 

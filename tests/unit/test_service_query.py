@@ -18,7 +18,10 @@ def test_first_occurrences_match_training_deduplication():
     rng = random.Random(7)
     for _ in range(300):
         n = rng.randint(1, 40)
-        raw = [Interaction("u", f"i{rng.randint(0, 12)}", rng.choice([START, START + DAY, START + rng.randint(0, 90) * DAY])) for _ in range(n)]
+        raw = [
+            Interaction("u", f"i{rng.randint(0, 12)}", rng.choice([START, START + DAY, START + rng.randint(0, 90) * DAY]))
+            for _ in range(n)
+        ]
         kept, _dropped = deduplicate(raw)
         trained = [(i.item_id, i.timestamp) for i in sorted(kept, key=lambda i: i.timestamp)]  # prepare() sorts stably by time
         served = first_occurrences(chronological([HistoryEvent(i.item_id, i.timestamp) for i in raw]))

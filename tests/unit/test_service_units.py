@@ -203,7 +203,13 @@ def test_settings_defaults_and_environment(monkeypatch, tmp_path):
     assert ServiceSettings().write_token == "s3cret"
     assert (settings.host, settings.port, settings.max_k, settings.default_k) == ("127.0.0.1", 8000, 100, 10)
     assert settings.max_history is None and settings.history_limit == (1 << 20) // 16  # as many events as the body can carry
-    assert (settings.max_body_bytes, settings.queue_size, settings.max_wait_ms, settings.use_int8, settings.warmup) == (1 << 20, 256, 0.0, False, True)
+    assert (settings.max_body_bytes, settings.queue_size, settings.max_wait_ms, settings.use_int8, settings.warmup) == (
+        1 << 20,
+        256,
+        0.0,
+        False,
+        True,
+    )
     assert settings.run_threads >= 1 and settings.alone_threads >= settings.run_threads
     monkeypatch.setenv("R2END_DEFAULT_K", "500")
     with pytest.raises(ValueError, match="default_k"):
@@ -216,7 +222,9 @@ def test_settings_defaults_and_environment(monkeypatch, tmp_path):
 def test_service_never_imports_training_or_torch():
     """At run time, through any dependency too (the source's imports are the contract: test_import_contract.py)."""
     code = "import sys, service.main, service.app; bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'training')]; print(bad); sys.exit(bool(bad))"
-    result = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, env=service_env(), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, cwd=REPO, env=service_env(), capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -252,11 +260,18 @@ def test_one_poisonous_input_does_not_fail_its_batch():
         await batcher.start()
         try:
             model, other = Picky(1.0), FakeModel(2.0)
-            results = await asyncio.gather(batcher.encode(model, ["a b"]), batcher.encode(model, ["poison"]),
-                                           batcher.encode(model, ["a b c"]), batcher.encode(other, ["x"]), return_exceptions=True)
+            results = await asyncio.gather(
+                batcher.encode(model, ["a b"]),
+                batcher.encode(model, ["poison"]),
+                batcher.encode(model, ["a b c"]),
+                batcher.encode(other, ["x"]),
+                return_exceptions=True,
+            )
             assert results[0].tolist() == [[1.0, 2]] and results[2].tolist() == [[1.0, 3]] and results[3].tolist() == [[2.0, 1]]
             assert isinstance(results[1], TypeError)
-            alone = await asyncio.gather(batcher.encode(model, ["poison"]), batcher.encode(other, ["y z"]), return_exceptions=True)
+            alone = await asyncio.gather(
+                batcher.encode(model, ["poison"]), batcher.encode(other, ["y z"]), return_exceptions=True
+            )
             assert isinstance(alone[0], TypeError) and alone[1].tolist() == [[2.0, 2]]
         finally:
             await batcher.stop()

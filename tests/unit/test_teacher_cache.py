@@ -29,13 +29,18 @@ def lines_of(path: Path) -> list[dict]:
 def test_cache_key_is_content_addressed():
     base = cache_key("oracle-v1", "m", {"temperature": 0.0, "max_tokens": 200}, "prompt")
     assert base == cache_key("oracle-v1", "m", {"max_tokens": 200, "temperature": 0.0}, "prompt")  # param order irrelevant
-    assert len({
-        base,
-        cache_key("oracle-v2", "m", {"temperature": 0.0, "max_tokens": 200}, "prompt"),
-        cache_key("oracle-v1", "m2", {"temperature": 0.0, "max_tokens": 200}, "prompt"),
-        cache_key("oracle-v1", "m", {"temperature": 0.0, "max_tokens": 201}, "prompt"),
-        cache_key("oracle-v1", "m", {"temperature": 0.0, "max_tokens": 200}, "prompt "),
-    }) == 5
+    assert (
+        len(
+            {
+                base,
+                cache_key("oracle-v2", "m", {"temperature": 0.0, "max_tokens": 200}, "prompt"),
+                cache_key("oracle-v1", "m2", {"temperature": 0.0, "max_tokens": 200}, "prompt"),
+                cache_key("oracle-v1", "m", {"temperature": 0.0, "max_tokens": 201}, "prompt"),
+                cache_key("oracle-v1", "m", {"temperature": 0.0, "max_tokens": 200}, "prompt "),
+            }
+        )
+        == 5
+    )
 
 
 def test_append_refresh_and_newest_record_wins(tmp_path):

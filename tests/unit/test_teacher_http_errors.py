@@ -106,7 +106,9 @@ def test_unknown_model_message_lists_the_served_models(stub_factory):
 
 
 def test_transient_errors_are_retried_then_succeed(stub_factory):
-    stub = stub_factory([(503, {"error": "busy"}, {"Retry-After": "0"}), (429, {"error": "slow down"}, {}), (200, completion(), {})])
+    stub = stub_factory(
+        [(503, {"error": "busy"}, {"Retry-After": "0"}), (429, {"error": "slow down"}, {}), (200, completion(), {})]
+    )
     backend = OpenAIHTTPBackend(stub.url, "served-model", max_retries=3, backoff_s=0.01, extra_body={"cache_prompt": True})
     (result,) = asyncio.run(generate(backend, request(max_tokens=7)))
     assert result.text == "The answer." and result.finish_reason == "stop"

@@ -79,7 +79,12 @@ def test_variant_is_not_applied_without_a_template_or_to_far_away_phrases():
 def test_description_has_no_variant_and_checks_its_opening():
     good = "Users who prefer slow, atmospheric mysteries with a twist would find this item suitable for a quiet evening."
     assert problem_with(normalise(good, DESCRIPTION)[0], "stop", DESCRIPTION) is None
-    assert problem_with("Viewers who prefer mysteries would find this item suitable for a quiet evening at home.", "stop", DESCRIPTION) == "missing opening"
+    assert (
+        problem_with(
+            "Viewers who prefer mysteries would find this item suitable for a quiet evening at home.", "stop", DESCRIPTION
+        )
+        == "missing opening"
+    )
 
 
 @pytest.mark.parametrize("template", [ORACLE, UNGUIDED, DESCRIPTION], ids=lambda t: t.kind)

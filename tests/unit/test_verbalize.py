@@ -96,7 +96,14 @@ CATALOG = Catalog(
     [
         ItemMeta("1", "Toy Story", ("Animation", "Children's", "Comedy"), year=1995),
         ItemMeta("2", "GoldenEye (1995)", ("Action",), year=1995),
-        ItemMeta("B00004U9V2", "Hand Therapy", ("Skin Care", "Hand Creams"), brand="Crabtree & Evelyn", price=30.0, description="ignored here"),
+        ItemMeta(
+            "B00004U9V2",
+            "Hand Therapy",
+            ("Skin Care", "Hand Creams"),
+            brand="Crabtree & Evelyn",
+            price=30.0,
+            description="ignored here",
+        ),
         ItemMeta("B000FI4S1E", ""),
         ItemMeta("x", "   ", year=2001),
         ItemMeta("yelp1", "Target", extra=(("location", "Tucson, AZ"),)),
@@ -146,7 +153,10 @@ def test_target_text_and_item_document():
     assert target_text("  The user likes animated family films.\n", item) == (
         "The user likes animated family films.\nToy Story (1995); Categories: Animation, Children's, Comedy"
     )
-    assert item_document(" A toy comes to life. ", item) == "A toy comes to life.\nToy Story (1995); Categories: Animation, Children's, Comedy"
+    assert (
+        item_document(" A toy comes to life. ", item)
+        == "A toy comes to life.\nToy Story (1995); Categories: Animation, Children's, Comedy"
+    )
     assert item_document(None, item) == item_text(item)
     assert item_document("  \n", item) == item_text(item)
 

@@ -32,12 +32,16 @@ QUIET_ENVIRONMENT = {
 }
 """Read by those libraries when they are imported, i.e. after the CLI has set them (heavy imports are lazy)."""
 
-DatasetArg = Annotated[str, typer.Argument(help="dataset: ml-100k, ml-1m or one added with `r2end data add` (or a name for --format/--path data)")]
+DatasetArg = Annotated[
+    str, typer.Argument(help="dataset: ml-100k, ml-1m or one added with `r2end data add` (or a name for --format/--path data)")
+]
 FormatOpt = Annotated[
     str | None, typer.Option("--format", help="raw format: recbole, ml-100k, ml-1m, ml-latest, amazon-2014, amazon-2018, yelp")
 ]
 PathOpt = Annotated[Path | None, typer.Option("--path", help="folder of raw files for --format")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config field: key=value (the value is JSON, else a string)")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="override a config field: key=value (the value is JSON, else a string)")
+]
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -34,8 +34,12 @@ def data_get(
 
 @app.command("add")
 def data_add(
-    name: Annotated[str, typer.Argument(help="the name every later command takes (--dataset NAME): lower-case letters, digits, . _ -")],
-    fmt: Annotated[str, typer.Option("--format", help="raw format: recbole, ml-100k, ml-1m, ml-latest, amazon-2014, amazon-2018, yelp")],
+    name: Annotated[
+        str, typer.Argument(help="the name every later command takes (--dataset NAME): lower-case letters, digits, . _ -")
+    ],
+    fmt: Annotated[
+        str, typer.Option("--format", help="raw format: recbole, ml-100k, ml-1m, ml-latest, amazon-2014, amazon-2018, yelp")
+    ],
     path: Annotated[Path, typer.Option("--path", help="folder of raw files (Amazon: or the reviews file)")],
     k: Annotated[int, typer.Option("--k", help="k-core: keep users and items with at least k interactions")] = DEFAULT_K,
     force: Annotated[bool, typer.Option("--force", help="replace the record of a dataset added before")] = False,
@@ -55,7 +59,9 @@ def data_add(
         console.print_json(json.dumps(record.model_dump()))
         return
     _print_stats(ds, k)
-    console.print(f"added {name}: {record.format} files at {record.path}, {k}-core, split {record.split_hash[:16]}", soft_wrap=True)
+    console.print(
+        f"added {name}: {record.format} files at {record.path}, {k}-core, split {record.split_hash[:16]}", soft_wrap=True
+    )
 
 
 @app.command("list")
@@ -69,10 +75,20 @@ def data_list() -> None:
     for column in ("name", "format", "k", "users", "items", "interactions", "split", "path"):
         table.add_column(column, justify="right" if column in ("k", "users", "items", "interactions") else "left")
     for record in list_records():
-        table.add_row(record.name, record.format, str(record.k), f"{record.users:,}", f"{record.items:,}",
-                      f"{record.interactions:,}", record.split_hash[:12], escape(record.path))
+        table.add_row(
+            record.name,
+            record.format,
+            str(record.k),
+            f"{record.users:,}",
+            f"{record.items:,}",
+            f"{record.interactions:,}",
+            record.split_hash[:12],
+            escape(record.path),
+        )
     for name in NAMED_DATASETS:
-        table.add_row(name, "embedded", str(DEFAULT_K), "", "", "", "", "fetched" if is_fetched(name) else f"r2end data get {name}")
+        table.add_row(
+            name, "embedded", str(DEFAULT_K), "", "", "", "", "fetched" if is_fetched(name) else f"r2end data get {name}"
+        )
     console.print(table)
 
 

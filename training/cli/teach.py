@@ -29,10 +29,14 @@ def _backend(model: str, endpoint: str | None, api_key: str | None, concurrency:
     if endpoint:
         from training.teacher.backends.openai_http import OpenAIHTTPBackend
 
-        return OpenAIHTTPBackend(endpoint, model, api_key=api_key or os.environ.get("R2END_TEACHER_API_KEY"), concurrency=concurrency)
+        return OpenAIHTTPBackend(
+            endpoint, model, api_key=api_key or os.environ.get("R2END_TEACHER_API_KEY"), concurrency=concurrency
+        )
     from training.teacher.backends.llamacpp import LlamaCppSettings, LocalLlamaCppBackend
 
-    settings = LlamaCppSettings(n_parallel=parallel) if threads is None else LlamaCppSettings(n_parallel=parallel, n_threads=threads)
+    settings = (
+        LlamaCppSettings(n_parallel=parallel) if threads is None else LlamaCppSettings(n_parallel=parallel, n_threads=threads)
+    )
     return LocalLlamaCppBackend(model, settings)
 
 
@@ -40,7 +44,9 @@ def _backend(model: str, endpoint: str | None, api_key: str | None, concurrency:
 def teach_run(
     dataset: DatasetArg,
     kinds: KindsOpt = "oracle,description,unguided",
-    model: Annotated[str, typer.Option(help="registered model name or .gguf path; with --endpoint, the served model name")] = "qwen2.5-coder-1.5b",
+    model: Annotated[
+        str, typer.Option(help="registered model name or .gguf path; with --endpoint, the served model name")
+    ] = "qwen2.5-coder-1.5b",
     endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL; default: a local llama.cpp server")] = None,
     api_key: ApiKeyOpt = None,
     concurrency: Annotated[int, typer.Option(help="requests in flight for --endpoint")] = 4,
@@ -50,7 +56,9 @@ def teach_run(
     data_dir: DataDirOpt = None,
     fmt: FormatOpt = None,
     path: PathOpt = None,
-    redo_flagged: Annotated[bool, typer.Option("--redo-flagged", help="generate flagged records again (after a change to the retries)")] = False,
+    redo_flagged: Annotated[
+        bool, typer.Option("--redo-flagged", help="generate flagged records again (after a change to the retries)")
+    ] = False,
 ) -> None:
     """Generate missing teacher outputs (resumable: cached requests are skipped)."""
     from training.paths import teacher_data_dir
@@ -103,8 +111,14 @@ def teach_status(
         status = kind_status(kind, build_tasks(ds, kind), TeacherCache(cache_path(folder, ds.name, kind)), model)
         eta = status.eta_s
         table.add_row(
-            kind, f"{status.done}/{status.total}", str(status.ok), str(status.flagged), str(status.stale),
-            rate(status.prompt_tok_s), rate(status.gen_tok_s), rate(status.wall_s_per_record),
+            kind,
+            f"{status.done}/{status.total}",
+            str(status.ok),
+            str(status.flagged),
+            str(status.stale),
+            rate(status.prompt_tok_s),
+            rate(status.gen_tok_s),
+            rate(status.wall_s_per_record),
             "done" if status.pending == 0 else (f"{eta / 3600:.1f} h" if eta is not None else "-"),
         )
     console.print(table)
@@ -148,8 +162,11 @@ def teach_run_ray(
     ds = load_dataset(dataset, fmt, path)
     folder = data_dir or teacher_data_dir(ds.name)
     settings = RaySettings(
-        endpoint=endpoint, model=model, api_key=api_key or os.environ.get("R2END_TEACHER_API_KEY"),
-        actors=actors, requests_per_actor=requests_per_actor,
+        endpoint=endpoint,
+        model=model,
+        api_key=api_key or os.environ.get("R2END_TEACHER_API_KEY"),
+        actors=actors,
+        requests_per_actor=requests_per_actor,
     )
     ensure_ray(ray_address)
     for kind in _kinds(kinds):

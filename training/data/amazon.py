@@ -21,7 +21,9 @@ MAX_DESCRIPTION_CHARS = 600
 MAX_REVIEW_CHARS = 400
 # A price field that is a price: optional currency sign, then the number (a range keeps its low end).
 # The 2018 metadata also holds scraped HTML/CSS in "price"; that is not a price and reads as missing.
-_PRICE = re.compile(r"^\s*(?:US\s*)?[$\u00a3\u20ac]?\s*(\d+(?:\.\d+)?)(?:\s*(?:-|\u2013|to)\s*[$\u00a3\u20ac]?\s*\d+(?:\.\d+)?)?\s*$")
+_PRICE = re.compile(
+    r"^\s*(?:US\s*)?[$\u00a3\u20ac]?\s*(\d+(?:\.\d+)?)(?:\s*(?:-|\u2013|to)\s*[$\u00a3\u20ac]?\s*\d+(?:\.\d+)?)?\s*$"
+)
 
 
 def _find(directory: Path, pattern: str, what: str) -> Path:
@@ -107,8 +109,15 @@ def _item_from_meta(record: dict[str, Any], path: Path, line_no: int, dataset: R
 
 
 def _load(reviews_path: Path, meta_path: Path, layout: str, name: str) -> RawDataset:
-    dataset = RawDataset(name=name, items={}, interactions=[], interactions_file=str(reviews_path), items_file=str(meta_path),
-                         user_field="reviewerID", item_field="asin")
+    dataset = RawDataset(
+        name=name,
+        items={},
+        interactions=[],
+        interactions_file=str(reviews_path),
+        items_file=str(meta_path),
+        user_field="reviewerID",
+        item_field="asin",
+    )
     dataset.interactions = _read_reviews(reviews_path, dataset)
     for line_no, record in iter_json_records(meta_path, python_literal=(layout == "2014")):
         item = _item_from_meta(record, meta_path, line_no, dataset, layout)
@@ -140,7 +149,12 @@ def load_amazon_2018(directory: Path) -> RawDataset:
     else:
         candidates = [p for p in sorted(directory.glob("*_5.json*")) if not p.name.startswith(("meta_", "reviews_"))]
     if len(candidates) != 1:
-        raise DataFormatError(directory / "<Cat>_5.json.gz", 0, None, f"expected exactly one 2018 review file, found {[c.name for c in candidates] or 'none'}")
+        raise DataFormatError(
+            directory / "<Cat>_5.json.gz",
+            0,
+            None,
+            f"expected exactly one 2018 review file, found {[c.name for c in candidates] or 'none'}",
+        )
     reviews = candidates[0]
     category = reviews.name.split("_5.json")[0]
     meta = _find(directory, f"meta_{category}", f"2018 metadata (meta_{category})")

@@ -25,16 +25,25 @@ def check_raw(raw: RawDataset) -> list[str]:
     events = sum(1 for i in raw.interactions if i.item_id in without)
     items_file = raw.items_file or "the item file"
     if not raw.items:
-        raise DataFormatError(raw.items_file or where, 0, None, "no item metadata (file missing or empty): the text path needs a title or categories per item")
+        raise DataFormatError(
+            raw.items_file or where,
+            0,
+            None,
+            "no item metadata (file missing or empty): the text path needs a title or categories per item",
+        )
     if len(without) == len({i.item_id for i in raw.interactions}):
         raise DataFormatError(
-            where, first.line, raw.item_field,
+            where,
+            first.line,
+            raw.item_field,
             f"none of the {len(without):,} items has metadata in {items_file} (first: {first.item_id!r}): "
             f"do the item ids of the two files match?",
         )
     return [
-        (f"{where}:{first.line}: field {raw.item_field!r}: item {first.item_id!r} has no metadata in {items_file} "
-         f"({len(without):,} items, {events:,} interactions like this; kept with the id as their only text, unless the k-core filter drops them)")
+        (
+            f"{where}:{first.line}: field {raw.item_field!r}: item {first.item_id!r} has no metadata in {items_file} "
+            f"({len(without):,} items, {events:,} interactions like this; kept with the id as their only text, unless the k-core filter drops them)"
+        )
     ]
 
 
@@ -50,6 +59,10 @@ def check_prepared(ds: PreparedDataset, raw: RawDataset, k: int) -> list[str]:
         )
     short = ds.report.get("dropped: users too short for a leave-one-out split", 0)
     if short:
-        return [(f"{where}: {short:,} users have fewer than {MIN_SEQUENCE} events after the {k}-core filter and were dropped "
-                 f"(leave-one-out needs a training, a validation and a test event)")]
+        return [
+            (
+                f"{where}: {short:,} users have fewer than {MIN_SEQUENCE} events after the {k}-core filter and were dropped "
+                f"(leave-one-out needs a training, a validation and a test event)"
+            )
+        ]
     return []

@@ -13,9 +13,25 @@ from training.data.io import as_float, as_int, iter_lines, require_file
 from training.data.schema import DataFormatError, Interaction, RawDataset
 
 ML100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
-    "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 _TITLE_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)\s*$")
 
@@ -54,8 +70,7 @@ def load_ml100k(directory: Path) -> RawDataset:
     data_path, item_path = directory / "u.data", directory / "u.item"
     fields = ("user_id", "item_id", "rating", "timestamp")
     interactions = [
-        _interaction(data_path, n, _split(data_path, n, line, "\t", fields), *fields)
-        for n, line in iter_lines(data_path)
+        _interaction(data_path, n, _split(data_path, n, line, "\t", fields), *fields) for n, line in iter_lines(data_path)
     ]
     items: dict[str, ItemMeta] = {}
     item_fields = ("movie_id", "title", "release_date", "video_release_date", "url") + ML100K_GENRES
@@ -80,13 +95,16 @@ def load_ml1m(directory: Path) -> RawDataset:
         row = _split(movies_path, n, line, "::", ("movie_id", "title", "genres"))
         title, year = split_title_year(row["title"])
         items[row["movie_id"]] = ItemMeta(row["movie_id"], title, tuple(row["genres"].split("|")), year=year)
-    return RawDataset("ml-1m", items, interactions, interactions_file=str(ratings_path), items_file=str(movies_path),
-                      item_field="movie_id")
+    return RawDataset(
+        "ml-1m", items, interactions, interactions_file=str(ratings_path), items_file=str(movies_path), item_field="movie_id"
+    )
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     require_file(path)
-    with open(path, encoding="utf-8-sig", newline="") as handle:  # -sig: a spreadsheet's byte-order mark is not part of the header
+    with open(
+        path, encoding="utf-8-sig", newline=""
+    ) as handle:  # -sig: a spreadsheet's byte-order mark is not part of the header
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         for name in required:
@@ -115,5 +133,12 @@ def load_ml_latest(directory: Path, name: str = "ml-latest") -> RawDataset:
         title, year = split_title_year(row["title"])
         genres = tuple(g for g in row["genres"].split("|") if g and g != "(no genres listed)")
         items[row["movieId"]] = ItemMeta(row["movieId"], title, genres, year=year)
-    return RawDataset(name, items, interactions, interactions_file=str(ratings_path), items_file=str(movies_path),
-                      user_field="userId", item_field="movieId")
+    return RawDataset(
+        name,
+        items,
+        interactions,
+        interactions_file=str(ratings_path),
+        items_file=str(movies_path),
+        user_field="userId",
+        item_field="movieId",
+    )

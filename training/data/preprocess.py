@@ -148,7 +148,5 @@ def prepare(raw: RawDataset, k: int = DEFAULT_K, min_sequence: int = MIN_SEQUENC
     report["dropped: users too short for a leave-one-out split"] = len(by_user) - len(users)
     sequences = [sorted(by_user[u], key=lambda e: e[1]) for u in users]
     kept_users = set(users)
-    reviews = {
-        (i.user_id, i.item_id): i.review for i in interactions if i.review and i.user_id in kept_users
-    }
+    reviews = {(i.user_id, i.item_id): i.review for i in interactions if i.review and i.user_id in kept_users}
     return PreparedDataset(raw.name, catalog, users, sequences, reviews, report)

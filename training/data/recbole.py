@@ -64,7 +64,9 @@ def load_recbole(directory: Path, name: str | None = None) -> RawDataset:
             )
         )
     item_path = directory / f"{name}.item"
-    dataset = RawDataset(name=name, items={}, interactions=interactions, interactions_file=str(inter_path), items_file=str(item_path))
+    dataset = RawDataset(
+        name=name, items={}, interactions=interactions, interactions_file=str(inter_path), items_file=str(item_path)
+    )
     items = dataset.items
     if item_path.exists():
         names, rows = _read_table(item_path, ("item_id",))

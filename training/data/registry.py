@@ -69,7 +69,9 @@ def load_named_raw(name: str, auto_fetch: bool = True) -> RawDataset:
     return raw
 
 
-def load_dataset(name: str | None = None, fmt: str | None = None, path: Path | None = None, k: int | None = None) -> PreparedDataset:
+def load_dataset(
+    name: str | None = None, fmt: str | None = None, path: Path | None = None, k: int | None = None
+) -> PreparedDataset:
     """A prepared (k-cored, chronological, split-ready) dataset by name or by format and path.
 
     An added dataset is prepared with its recorded k-core and must give its recorded split:
@@ -100,7 +102,9 @@ def load_dataset(name: str | None = None, fmt: str | None = None, path: Path | N
     return ds
 
 
-def add_dataset(name: str, fmt: str, path: Path, k: int = DEFAULT_K, force: bool = False) -> tuple[userdata.DatasetRecord, PreparedDataset, list[str]]:
+def add_dataset(
+    name: str, fmt: str, path: Path, k: int = DEFAULT_K, force: bool = False
+) -> tuple[userdata.DatasetRecord, PreparedDataset, list[str]]:
     """Load, check and prepare raw files, then record them as dataset ``name``; returns (record, dataset, warnings).
 
     Refuses a bad name, an embedded dataset's name, a name already added (unless ``force``) and
@@ -125,11 +129,21 @@ def add_dataset(name: str, fmt: str, path: Path, k: int = DEFAULT_K, force: bool
     ds = prepare(raw, k=k)
     warnings += check_prepared(ds, raw, k)
     if old is not None and old.split_hash != ds.split_hash:
-        warnings.append(f"dataset {name!r}: the split changed ({old.split_hash[:12]} -> {ds.split_hash[:12]}); "
-                        "retrain its models: bundles and teacher data of the old split no longer match")
+        warnings.append(
+            f"dataset {name!r}: the split changed ({old.split_hash[:12]} -> {ds.split_hash[:12]}); "
+            "retrain its models: bundles and teacher data of the old split no longer match"
+        )
     record = userdata.DatasetRecord(
-        name=name, format=fmt, path=str(path), k=k, split_hash=ds.split_hash, users=ds.n_users, items=ds.n_items,
-        interactions=ds.n_interactions, added=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), report=ds.report,
+        name=name,
+        format=fmt,
+        path=str(path),
+        k=k,
+        split_hash=ds.split_hash,
+        users=ds.n_users,
+        items=ds.n_items,
+        interactions=ds.n_interactions,
+        added=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        report=ds.report,
     )
     userdata.save_record(record)
     log.info("recorded %s in %s", name, userdata.user_dataset_record(name))

@@ -38,7 +38,9 @@ class DatasetRecord(BaseModel):
 def check_name(name: str) -> None:
     """Raise ValueError unless ``name`` can name a dataset (see :data:`NAME_PATTERN`)."""
     if not NAME_PATTERN.match(name):
-        raise ValueError(f"dataset name {name!r}: use 1-64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise ValueError(
+            f"dataset name {name!r}: use 1-64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
 
 
 def load_record(name: str) -> DatasetRecord | None:
@@ -49,7 +51,9 @@ def load_record(name: str) -> DatasetRecord | None:
     try:
         return DatasetRecord.model_validate_json(path.read_text())
     except (ValidationError, ValueError) as exc:
-        raise ValueError(f"{path}: not a valid dataset record ({exc}); add the dataset again with `r2end data add {name} ... --force`") from None
+        raise ValueError(
+            f"{path}: not a valid dataset record ({exc}); add the dataset again with `r2end data add {name} ... --force`"
+        ) from None
 
 
 def save_record(record: DatasetRecord) -> Path:

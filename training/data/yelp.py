@@ -28,8 +28,14 @@ def _timestamp(value: str, path: Path, line_no: int) -> int:
 def load_yelp(directory: Path) -> RawDataset:
     """Reviews become interactions (review text kept); businesses become items."""
     review_path, business_path = directory / REVIEW_FILE, directory / BUSINESS_FILE
-    dataset = RawDataset(name="yelp", items={}, interactions=[], interactions_file=str(review_path), items_file=str(business_path),
-                         item_field="business_id")
+    dataset = RawDataset(
+        name="yelp",
+        items={},
+        interactions=[],
+        interactions_file=str(review_path),
+        items_file=str(business_path),
+        item_field="business_id",
+    )
     seen_reviews: set[str] = set()
     for line_no, record in iter_json_records(review_path):
         review_id = str(required(record, "review_id", review_path, line_no))

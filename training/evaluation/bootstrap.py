@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_resamples: int = 2000, seed: int = 22, level: float = 0.95) -> dict[str, float]:
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, n_resamples: int = 2000, seed: int = 22, level: float = 0.95
+) -> dict[str, float]:
     """Mean of ``a - b`` over users and its percentile bootstrap interval (users resampled with replacement).
 
     ``significant`` is True when the interval excludes 0: the difference is larger than

@@ -81,8 +81,10 @@ def evaluate(
         empty = np.isnan(scores).all(axis=1)
         if empty.any():
             first = batch[int(np.flatnonzero(empty)[0])]
-            raise ValueError(f"{model.name} returned only NaN scores for {int(empty.sum())} of {len(batch)} users "
-                             f"(first: user {ds.users[first]!r}, stage {stage}); a model that scores nothing is broken, not evaluated")
+            raise ValueError(
+                f"{model.name} returned only NaN scores for {int(empty.sum())} of {len(batch)} users "
+                f"(first: user {ds.users[first]!r}, stage {stage}); a model that scores nothing is broken, not evaluated"
+            )
         if mask_history:
             for row, history in enumerate(histories):
                 seen = [item for item, _ in history if item != targets[row]]
@@ -112,5 +114,7 @@ def evaluate(
         n_users=len(users),
         mask_history=mask_history,
         users=users if keep_per_user else [],
-        per_user={k: [round(float(x), 5) for x in v] for k, v in per_user.items() if k in ("HR@10", "NDCG@10")} if keep_per_user else {},
+        per_user={k: [round(float(x), 5) for x in v] for k, v in per_user.items() if k in ("HR@10", "NDCG@10")}
+        if keep_per_user
+        else {},
     )

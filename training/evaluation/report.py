@@ -82,7 +82,8 @@ def write_table(dataset: str, out_dir: Path | None = None) -> Path:
     for r in records:
         cells = [f"{r['test'].get(c, float('nan')):.4f}" for c in TABLE_COLUMNS]
         lines.append(
-            f"| {r['model']} | " + " | ".join(cells)
+            f"| {r['model']} | "
+            + " | ".join(cells)
             + f" | {'yes' if r['protocol']['mask_history'] else 'no'} | `{r['command']}` | {r['git_commit'][:10] + ('+dirty' if r['git_commit'].endswith('+dirty') else '')} |"
         )
     if records:

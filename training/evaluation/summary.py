@@ -42,16 +42,42 @@ MAIN_ROWS: list[tuple[str, str]] = [
     ("r2end-onnx-fp32", "R2END bundle through ONNX Runtime, fp32"),
     ("r2end-onnx-int8", "R2END bundle through ONNX Runtime, int8"),
 ]
-COLD_ROWS = [("r2end-cold", "R2END (paper)"), ("r2end-hybrid-cold", "R2END-Hybrid"), ("text-hybrid-cold", "Text-Hybrid (no teacher)"), ("r2end-cf-sequence-cold", "R2END+CF, sequence tower"),
-             ("r2end-cf-history-cold", "R2END+CF, history tower"),
-             ("r2end-cf-residual-cold", "R2END+CF, item residual"),
-             ("abl3-item-target-cold", "(3) no LLM reasoning (target = true item)"),
-             ("text-cf-sequence-cold", "Text path (no teacher) + CF, sequence tower"), ("text-cf-history-cold", "Text path (no teacher) + CF, history tower"),
-             ("text-cf-residual-cold", "Text path (no teacher) + CF, item residual"), ("sasrec-ce-cold", "SASRec-CE"), ("pop-cold", "Pop")]
-METADATA_NOTE = "¹ items embedded from metadata only (`item_text=metadata`: this dataset's teacher descriptions are missing or incomplete)."
-TEACHER_ROWS = {"r2end", "r2end-long-projection", "abl1-unguided", "abl2-unguided-rs", "abl5-no-projection", "abl6-no-reg", "r2end-cf-residual",
-                "r2end-cf-history", "r2end-cf-sequence", "r2end-cf-sequence-cold", "r2end-onnx-fp32", "r2end-onnx-int8", "r2end-cold", "r2end-cf-history-cold", "r2end-cf-residual-cold",
-                "r2end-hybrid", "r2end-hybrid-cold"}
+COLD_ROWS = [
+    ("r2end-cold", "R2END (paper)"),
+    ("r2end-hybrid-cold", "R2END-Hybrid"),
+    ("text-hybrid-cold", "Text-Hybrid (no teacher)"),
+    ("r2end-cf-sequence-cold", "R2END+CF, sequence tower"),
+    ("r2end-cf-history-cold", "R2END+CF, history tower"),
+    ("r2end-cf-residual-cold", "R2END+CF, item residual"),
+    ("abl3-item-target-cold", "(3) no LLM reasoning (target = true item)"),
+    ("text-cf-sequence-cold", "Text path (no teacher) + CF, sequence tower"),
+    ("text-cf-history-cold", "Text path (no teacher) + CF, history tower"),
+    ("text-cf-residual-cold", "Text path (no teacher) + CF, item residual"),
+    ("sasrec-ce-cold", "SASRec-CE"),
+    ("pop-cold", "Pop"),
+]
+METADATA_NOTE = (
+    "¹ items embedded from metadata only (`item_text=metadata`: this dataset's teacher descriptions are missing or incomplete)."
+)
+TEACHER_ROWS = {
+    "r2end",
+    "r2end-long-projection",
+    "abl1-unguided",
+    "abl2-unguided-rs",
+    "abl5-no-projection",
+    "abl6-no-reg",
+    "r2end-cf-residual",
+    "r2end-cf-history",
+    "r2end-cf-sequence",
+    "r2end-cf-sequence-cold",
+    "r2end-onnx-fp32",
+    "r2end-onnx-int8",
+    "r2end-cold",
+    "r2end-cf-history-cold",
+    "r2end-cf-residual-cold",
+    "r2end-hybrid",
+    "r2end-hybrid-cold",
+}
 
 
 def _per_user(record: dict[str, Any], metric: str, users: list[int] | None = None) -> np.ndarray:
@@ -101,9 +127,12 @@ def main_table(dataset: str, results_root: Path | None = None) -> list[str]:
     """Accuracy table of one dataset."""
     records = {r["model"]: r for r in load_results(dataset, results_root)}
     reference = records.get("sasrec-ce")
-    lines = [f"### {dataset}", "",
-             "| model | HR@5 | NDCG@5 | HR@10 | NDCG@10 | tail HR@10 | cov@10 | NDCG@10 vs SASRec-CE, 95% CI of diff | made by |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    lines = [
+        f"### {dataset}",
+        "",
+        "| model | HR@5 | NDCG@5 | HR@10 | NDCG@10 | tail HR@10 | cov@10 | NDCG@10 vs SASRec-CE, 95% CI of diff | made by |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
     for name, label in MAIN_ROWS + [(n, n) for n in sorted(records) if n not in dict(MAIN_ROWS) and not n.endswith("-cold")]:
         r = records.get(name)
         if r is None:
@@ -127,9 +156,12 @@ def cold_table(dataset: str, results_root: Path | None = None) -> list[str]:
     """All / warm-target / cold-target users under the cold-start protocol."""
     records = {r["model"]: r for r in load_results(dataset, results_root)}
     reference = records.get("sasrec-ce-cold")
-    lines = [f"### {dataset}, cold-start protocol (10% of items held out of every training stage)", "",
-             "| model | all HR@10 | all NDCG@10 | warm-target HR@10 | cold-target HR@10 | cold-target NDCG@10 | cold-target HR@10 vs SASRec-CE, 95% CI | made by |",
-             "|---|---:|---:|---:|---:|---:|---|---|"]
+    lines = [
+        f"### {dataset}, cold-start protocol (10% of items held out of every training stage)",
+        "",
+        "| model | all HR@10 | all NDCG@10 | warm-target HR@10 | cold-target HR@10 | cold-target NDCG@10 | cold-target HR@10 vs SASRec-CE, 95% CI | made by |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
     for name, label in COLD_ROWS:
         r = records.get(name)
         if r is None:

@@ -23,7 +23,9 @@ from training.r2end.pipeline import encode
 from training.r2end.teacher_data import load_teacher_texts
 
 
-def alignment_analysis(config: R2ENDConfig, ds: PreparedDataset, held_out_share: float = 0.2, data_dir: Path | None = None) -> dict[str, Any]:
+def alignment_analysis(
+    config: R2ENDConfig, ds: PreparedDataset, held_out_share: float = 0.2, data_dir: Path | None = None
+) -> dict[str, Any]:
     """Cosine/L2 distributions on held-out users before and after distillation."""
     rationales = load_teacher_texts(ds, "oracle", config.teacher_model, data_dir)
     users = np.array([u for u, uid in enumerate(ds.users) if f"user:{uid}" in rationales.texts])
@@ -56,8 +58,13 @@ def alignment_analysis(config: R2ENDConfig, ds: PreparedDataset, held_out_share:
         l2 = np.linalg.norm(vectors - held_targets, axis=1)
         return {"cosine": cosine.tolist(), "l2": l2.tolist(), "cosine_mean": float(cosine.mean()), "l2_mean": float(l2.mean())}
 
-    return {"held_out_users": len(held), "distilled_on": len(train), "before": stats(before), "after": stats(after),
-            "config": config.model_dump()}
+    return {
+        "held_out_users": len(held),
+        "distilled_on": len(train),
+        "before": stats(before),
+        "after": stats(after),
+        "config": config.model_dump(),
+    }
 
 
 def plot_alignment(result: dict[str, Any], path: Path, dataset: str) -> None:
@@ -68,15 +75,21 @@ def plot_alignment(result: dict[str, Any], path: Path, dataset: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, key, label in ((axes[0], "cosine", "cosine similarity (higher = closer)"), (axes[1], "l2", "L2 distance (lower = closer)")):
+    for ax, key, label in (
+        (axes[0], "cosine", "cosine similarity (higher = closer)"),
+        (axes[1], "l2", "L2 distance (lower = closer)"),
+    ):
         for when, colour in (("before", "tab:orange"), ("after", "tab:blue")):
             values = result[when][key]
             ax.hist(values, bins=30, alpha=0.55, color=colour, label=f"{when} distillation (mean {np.mean(values):.3f})")
         ax.set_xlabel(label)
         ax.set_ylabel("held-out users")
         ax.legend(fontsize=8)
-    fig.suptitle(f"{dataset}: student vs teacher target on {result['held_out_users']} held-out users "
-                 f"(distilled on {result['distilled_on']})", fontsize=10)
+    fig.suptitle(
+        f"{dataset}: student vs teacher target on {result['held_out_users']} held-out users "
+        f"(distilled on {result['distilled_on']})",
+        fontsize=10,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

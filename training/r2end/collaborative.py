@@ -82,8 +82,14 @@ class CFHead(nn.Module):
         residual = self.residual if keep is None else self.residual * keep[:, None]
         return F.normalize(self.text(item_embeddings) + residual, dim=-1)
 
-    def users(self, user_embeddings: torch.Tensor, history_rows: torch.Tensor, history_mask: torch.Tensor,
-              sequence: torch.Tensor | None = None, tower_keep: torch.Tensor | None = None) -> torch.Tensor:
+    def users(
+        self,
+        user_embeddings: torch.Tensor,
+        history_rows: torch.Tensor,
+        history_mask: torch.Tensor,
+        sequence: torch.Tensor | None = None,
+        tower_keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         text = self.text(user_embeddings)
         if self.tower is not None and sequence is not None:
             contribution = self.tower(sequence)
@@ -140,8 +146,13 @@ def sasrec_checkpoint(ds: PreparedDataset, held_out: np.ndarray | None = None) -
     config = SASRecConfig(**{**tuned, "threads": torch.get_num_threads()})
     path = runs_dir() / "sasrec" / ds.name / f"cf-tower-{ds.split_hash[:8]}.pt"
     log.info("R2END+CF: SASRec-CE tower init %s -> %s", config.model_dump(), path)
-    SASRec(config).fit(ds, lambda m: evaluate(m, ds, "valid", keep_per_user=False).metrics,
-                       progress=lambda e: log.info("tower SASRec %s", e), checkpoint=path, held_out=held_out)
+    SASRec(config).fit(
+        ds,
+        lambda m: evaluate(m, ds, "valid", keep_per_user=False).metrics,
+        progress=lambda e: log.info("tower SASRec %s", e),
+        checkpoint=path,
+        held_out=held_out,
+    )
     return str(path)
 
 
@@ -175,8 +186,14 @@ def _history_batch(histories: Sequence[list[tuple[int, int]]], length: int) -> t
 
 
 @torch.no_grad()
-def user_vectors(head: CFHead, base: TrainedR2END, ds: PreparedDataset, histories: Sequence[list[tuple[int, int]]], length: int,
-                 known: np.ndarray | None = None) -> np.ndarray:
+def user_vectors(
+    head: CFHead,
+    base: TrainedR2END,
+    ds: PreparedDataset,
+    histories: Sequence[list[tuple[int, int]]],
+    length: int,
+    known: np.ndarray | None = None,
+) -> np.ndarray:
     """z_u for histories (text through the base model's student, ids through the head)."""
     head.eval()
     embeddings = torch.from_numpy(base.user_embeddings(base.history_texts(ds, histories)))
@@ -250,7 +267,9 @@ def train_cf(
             logits = users @ items.T / config.temperature
             logits = logits.masked_fill(frozen[None, :], float("-inf"))
             loss = F.cross_entropy(logits, targets[idx])
-            penalty = head.residual.pow(2).sum(1).mean() + (head.history.pow(2).sum(1).mean() if head.history is not None else 0.0)
+            penalty = head.residual.pow(2).sum(1).mean() + (
+                head.history.pow(2).sum(1).mean() if head.history is not None else 0.0
+            )
             (loss + config.residual_l2 * penalty).backward()
             optimiser.step()
             optimiser.zero_grad(set_to_none=True)

@@ -54,8 +54,9 @@ def distill_student(config: R2ENDConfig, student, histories: list[str], targets:
             use_cpu=True,
             disable_tqdm=True,
         )
-        trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=data, loss=MSELoss(student),
-                                             callbacks=[_progress_callback()])
+        trainer = SentenceTransformerTrainer(
+            model=student, args=args, train_dataset=data, loss=MSELoss(student), callbacks=[_progress_callback()]
+        )
         trainer.remove_callback(PrinterCallback)
         trainer.train()
     return student

@@ -54,7 +54,9 @@ class TrainedR2END:
         if missing:
             vectors = encode(self.student, missing, self.config.encode_batch_size)
             self._user_cache.update(zip(missing, vectors, strict=True))
-        return np.stack([self._user_cache[t] for t in texts]) if texts else np.zeros((0, self.item_embeddings.shape[1]), np.float32)
+        return (
+            np.stack([self._user_cache[t] for t in texts]) if texts else np.zeros((0, self.item_embeddings.shape[1]), np.float32)
+        )
 
     def user_vectors(self, texts: list[str], projection: Projection | None | str = "default") -> np.ndarray:
         """z_u for history texts."""
@@ -68,7 +70,9 @@ class TrainedR2END:
 
 def encode(model: Any, texts: list[str], batch_size: int = 64) -> np.ndarray:
     """Normalised float32 embeddings."""
-    return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+    return model.encode(
+        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    ).astype(np.float32)
 
 
 def _teacher(config: R2ENDConfig, ds: PreparedDataset, kind: str, data_dir: Path | None) -> TeacherTexts:
@@ -112,10 +116,17 @@ def train_r2end(
     t0 = time.perf_counter()
     encoder = load_encoder(config.encoder)
     encoder.max_seq_length = config.max_seq_length
-    descriptions = _teacher(config, ds, "description", data_dir) if config.item_text == "description" else TeacherTexts("description")
+    descriptions = (
+        _teacher(config, ds, "description", data_dir) if config.item_text == "description" else TeacherTexts("description")
+    )
     documents = [item_document(descriptions.texts.get(f"item:{item.item_id}"), item) for item in ds.catalog]
     item_embeddings = encode(encoder, documents, config.encode_batch_size)
-    stage("item_embeddings", t0, items=len(documents), descriptions=descriptions.summary() if config.item_text == "description" else "metadata only")
+    stage(
+        "item_embeddings",
+        t0,
+        items=len(documents),
+        descriptions=descriptions.summary() if config.item_text == "description" else "metadata only",
+    )
 
     # 2. training examples and distillation targets e_u^R
     t0 = time.perf_counter()
@@ -137,8 +148,13 @@ def train_r2end(
             accepted = ranks < config.rs_top_k
             teacher_info["rejection_sampling"] = {"top_k": config.rs_top_k, "accepted": int(accepted.sum()), "of": len(keep)}
             keep, raw = keep[accepted], [r for r, a in zip(raw, accepted, strict=True) if a]
-        texts = [target_text(r, ds.catalog.at(int(targets[u]))) if config.target_metadata else r for r, u in zip(raw, keep, strict=True)]
-        target_vectors = encode(encoder, texts, config.encode_batch_size) if texts else np.zeros((0, item_embeddings.shape[1]), np.float32)
+        texts = [
+            target_text(r, ds.catalog.at(int(targets[u]))) if config.target_metadata else r
+            for r, u in zip(raw, keep, strict=True)
+        ]
+        target_vectors = (
+            encode(encoder, texts, config.encode_batch_size) if texts else np.zeros((0, item_embeddings.shape[1]), np.float32)
+        )
     stage("targets", t0, distillation_examples=len(keep), **teacher_info)
 
     # 3. student distillation (MSE)
@@ -149,7 +165,12 @@ def train_r2end(
         distill_student(config, student, [histories[u] for u in keep], target_vectors)
     else:
         student = encoder
-    stage("distillation", t0, trained=bool(config.distill and len(keep)), steps=int(np.ceil(len(keep) / config.distill_batch_size)) * config.distill_epochs)
+    stage(
+        "distillation",
+        t0,
+        trained=bool(config.distill and len(keep)),
+        steps=int(np.ceil(len(keep) / config.distill_batch_size)) * config.distill_epochs,
+    )
 
     model = TrainedR2END(config, encoder, student, None, item_embeddings, item_embeddings, documents, report, name=config.variant)
 
@@ -163,14 +184,23 @@ def train_r2end(
             return evaluate(scorer, ds, "valid", keep_per_user=False).metrics["NDCG@10"]
 
         projection, proj_log = train_projection(
-            config, user_train, targets, item_embeddings, validate=validate if config.select_epoch_on_valid else None,
+            config,
+            user_train,
+            targets,
+            item_embeddings,
+            validate=validate if config.select_epoch_on_valid else None,
             negative_pool=None if trainable is None else np.flatnonzero(trainable),
         )
         model.projection = projection
         model.item_vectors = project(projection, item_embeddings)
         report["projection_log"] = proj_log
         best = max(proj_log, key=lambda e: e.get("valid_NDCG@10", -1))
-        stage("projection", t0, examples=len(user_train), selected_epoch=best["epoch"] if config.select_epoch_on_valid else config.projection_epochs)
+        stage(
+            "projection",
+            t0,
+            examples=len(user_train),
+            selected_epoch=best["epoch"] if config.select_epoch_on_valid else config.projection_epochs,
+        )
     else:
         stage("projection", t0, skipped=True)
     report["train_seconds"] = round(time.perf_counter() - started, 1)

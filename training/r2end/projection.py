@@ -54,7 +54,11 @@ def train_projection(
     users = torch.from_numpy(np.ascontiguousarray(user_vectors, dtype=np.float32))
     items = torch.from_numpy(np.ascontiguousarray(item_vectors, dtype=np.float32))
     positives = torch.from_numpy(np.asarray(positive_rows, dtype=np.int64))
-    pool = torch.arange(len(items)) if negative_pool is None else torch.from_numpy(np.sort(np.asarray(negative_pool, dtype=np.int64)))
+    pool = (
+        torch.arange(len(items))
+        if negative_pool is None
+        else torch.from_numpy(np.sort(np.asarray(negative_pool, dtype=np.int64)))
+    )
     model = Projection(users.shape[1], config.projection_dim)
     loss_fn = InfoNCEWithNormPenalty(config.temperature, config.reg_lambda)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.projection_lr)

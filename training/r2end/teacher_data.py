@@ -88,18 +88,27 @@ class TeacherCoverage:
 
     def account(self) -> str:
         """``oracle: 581 usable of 943 needed (2 flagged, 360 missing)``, one part per kind."""
-        return "; ".join(f"{kind}: {len(t.texts)} usable of {t.total} needed ({t.flagged} flagged, {t.missing} missing)"
-                         for kind, t in self.texts.items()) or "no teacher data needed"
+        return (
+            "; ".join(
+                f"{kind}: {len(t.texts)} usable of {t.total} needed ({t.flagged} flagged, {t.missing} missing)"
+                for kind, t in self.texts.items()
+            )
+            or "no teacher data needed"
+        )
 
 
-def require_teacher_data(config: R2ENDConfig, ds: PreparedDataset, data_dir: Path | None = None, allow_partial: bool = False) -> TeacherCoverage:
+def require_teacher_data(
+    config: R2ENDConfig, ds: PreparedDataset, data_dir: Path | None = None, allow_partial: bool = False
+) -> TeacherCoverage:
     """Count the teacher outputs ``config`` needs on ``ds``; raise :class:`TeacherDataIncomplete` if any is missing.
 
     Flagged outputs count as done (they were generated and rejected, and are never used);
     missing ones are not. With ``allow_partial`` nothing is raised and the caller keeps
     the result out of the committed tables.
     """
-    coverage = TeacherCoverage({kind: load_teacher_texts(ds, kind, config.teacher_model, data_dir) for kind in teacher_kinds(config)})
+    coverage = TeacherCoverage(
+        {kind: load_teacher_texts(ds, kind, config.teacher_model, data_dir) for kind in teacher_kinds(config)}
+    )
     if not coverage.complete and not allow_partial:
         missing = ",".join(kind for kind, t in coverage.texts.items() if not t.complete)
         raise TeacherDataIncomplete(

@@ -133,7 +133,9 @@ class TeacherCache:
             written = 0
             with open(tmp, "wb") as out:
                 for key in sorted(self._records):
-                    written += out.write((json.dumps(self._records[key], ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
+                    written += out.write(
+                        (json.dumps(self._records[key], ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+                    )
                 out.flush()
                 os.fsync(out.fileno())
                 inode = os.fstat(out.fileno()).st_ino

@@ -25,7 +25,7 @@ def normalise(text: str, template: PromptTemplate | None = None) -> tuple[str, b
     if template is not None and template.opening_variant:
         match = re.match(template.opening_variant, text, flags=re.IGNORECASE)
         if match and not text.startswith(template.opening):
-            text = template.opening + " " + text[match.end():].lstrip()
+            text = template.opening + " " + text[match.end() :].lstrip()
             rewritten = True
     text = _SPACES.sub(" ", text).strip()
     if text.endswith('"') and text.count('"') % 2 == 1:

@@ -92,7 +92,11 @@ def prior_item_evidence(ds: PreparedDataset) -> dict[int, tuple[str, bool]]:
             priors.setdefault(cur, Counter())[prev] += 1
             review = ds.reviews.get((user_id, ds.catalog.at(prev).item_id))
             if review and len(review_lines.setdefault(cur, [])) < MAX_EVIDENCE_LINES:
-                short = review if len(review) <= MAX_EVIDENCE_REVIEW_CHARS else review[:MAX_EVIDENCE_REVIEW_CHARS].rsplit(" ", 1)[0] + " …"
+                short = (
+                    review
+                    if len(review) <= MAX_EVIDENCE_REVIEW_CHARS
+                    else review[:MAX_EVIDENCE_REVIEW_CHARS].rsplit(" ", 1)[0] + " …"
+                )
                 review_lines[cur].append(f'- {item_text(ds.catalog.at(prev)).split("; ")[0]}: "{short}"')
     evidence = {}
     for row in range(ds.n_items):
