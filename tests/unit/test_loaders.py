@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
+from locations import FIXTURES
 
 from training.data import amazon, movielens, recbole, yelp
 from training.data.preprocess import prepare
