@@ -4,7 +4,7 @@ SASRec-CE's scores and the text path's, each standardised per user, summed in on
 
     user      [ h_u ; w * sd(h_u) / sd(z_u) * z_u ; b * sd(h_u) ]
     warm item [ E_i ; z_i ; 0 ]
-    new item  [ A z_i + a ; z_i ; 1 ]
+    new item  [ A z_i + a ; c * z_i ; 1 ]
 
 with ``sd(h) = sqrt(h' C_E h)`` and ``sd(z) = sqrt(z' C_Z z)`` (the spread of a user's scores over
 the trained items; training's module docstring derives it). The inner product is therefore not a
@@ -33,10 +33,14 @@ def apply_map(mapping: np.ndarray, text: np.ndarray) -> np.ndarray:
     return text @ mapping[:-1] + mapping[-1]
 
 
-def item_vectors(sasrec_items: np.ndarray, text_items: np.ndarray, new: np.ndarray, mapping: np.ndarray) -> np.ndarray:
-    """``[E_i ; z_i ; 0]`` for warm rows, ``[A z_i + a ; z_i ; 1]`` for ``new`` rows (their E rows are never read)."""
+def item_vectors(
+    sasrec_items: np.ndarray, text_items: np.ndarray, new: np.ndarray, mapping: np.ndarray, text_scale: float = 1.0
+) -> np.ndarray:
+    """``[E_i ; z_i ; 0]`` for warm rows, ``[A z_i + a ; c z_i ; 1]`` for ``new`` rows (their E rows are never read;
+    ``c`` = ``text_scale``, how much more a new item's text counts)."""
     cf = np.where(new[:, None], apply_map(mapping, text_items), sasrec_items)
-    return np.hstack([cf, text_items, new[:, None].astype(np.float32)]).astype(np.float32)
+    text = np.where(new[:, None], text_scale * text_items, text_items)
+    return np.hstack([cf, text, new[:, None].astype(np.float32)]).astype(np.float32)
 
 
 def user_vectors(
