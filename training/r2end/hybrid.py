@@ -16,12 +16,13 @@ the whole score is an inner product of
 
     user      [ h_u ; w * sd(h_u) / sd(z_u) * z_u ; b * sd(h_u) ]
     warm item [ E_i ; z_i ; 0 ]
-    new item  [ A z_i + a ; z_i ; 1 ]
+    new item  [ A z_i + a ; c * z_i ; 1 ]
 
 (multiplying a user's scores by ``sd(h_u)`` changes no ranking). A new item has no SASRec
 embedding: ``A``, ``a`` map its text vector to one (ridge regression fitted on warm items), and
 ``b`` (in units of the user's SASRec score spread) calibrates how new items compete with warm
-ones. ``b`` is chosen on validation with *pseudo-new* items: a random share of warm items whose
+ones, and ``c`` how much their text counts (for a new item the text is all there is, while the
+mapped embedding is a shrunk guess). ``c`` and ``b`` are chosen on validation with *pseudo-new* items: a random share of warm items whose
 vectors are replaced by the new-item form, with ``A`` fitted without them (the cold-start
 protocol's validation has no held-out targets, by construction). Held-out items are in no
 input of any stage: SASRec's softmax excludes them (:func:`collaborative.sasrec_checkpoint`),
@@ -52,8 +53,10 @@ class HybridConfig(BaseModel):
     """A SASRec-CE checkpoint of this split, or ``auto``: the tuned configuration trained (or reused) on this data."""
     weights: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
     """Candidates for ``w``, the text path's weight in SASRec score-spread units."""
-    new_item_biases: tuple[float, ...] = (-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+    new_item_biases: tuple[float, ...] = (-1.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
     """Candidates for ``b``, new items' offset in units of the user's SASRec score spread."""
+    new_item_text_scales: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0)
+    """Candidates for ``c``, how much more a new item's text counts than a warm item's."""
     pseudo_new_share: float = 0.1
     """Share of warm items treated as new when ``b`` is chosen (the cold-start protocol's share)."""
     ridge: float = 1.0
@@ -84,10 +87,11 @@ def apply_map(mapping: np.ndarray, text: np.ndarray) -> np.ndarray:
     return text @ mapping[:-1] + mapping[-1]
 
 
-def item_vectors(sasrec_items: np.ndarray, text_items: np.ndarray, new: np.ndarray, mapping: np.ndarray) -> np.ndarray:
-    """``[E_i ; z_i ; 0]`` for warm rows, ``[A z_i + a ; z_i ; 1]`` for ``new`` rows."""
+def item_vectors(sasrec_items: np.ndarray, text_items: np.ndarray, new: np.ndarray, mapping: np.ndarray, text_scale: float = 1.0) -> np.ndarray:
+    """``[E_i ; z_i ; 0]`` for warm rows, ``[A z_i + a ; c z_i ; 1]`` for ``new`` rows (``c`` = ``text_scale``)."""
     cf = np.where(new[:, None], apply_map(mapping, text_items), sasrec_items)
-    return np.hstack([cf, text_items, new[:, None].astype(np.float32)]).astype(np.float32)
+    text = np.where(new[:, None], text_scale * text_items, text_items)
+    return np.hstack([cf, text, new[:, None].astype(np.float32)]).astype(np.float32)
 
 
 def user_vectors(hidden: np.ndarray, text: np.ndarray, cov_cf: np.ndarray, cov_text: np.ndarray, weight: float, bias: float) -> np.ndarray:
@@ -112,6 +116,7 @@ class HybridModel:
     cov_text: np.ndarray
     weight: float = 0.0
     bias: float = 0.0
+    text_scale: float = 1.0
     log: list[dict] = field(default_factory=list)
     name: str = "r2end-hybrid"
 
@@ -121,7 +126,7 @@ class HybridModel:
 
     @property
     def item_vectors(self) -> np.ndarray:
-        return item_vectors(self.sasrec_items, self.text_items, ~self.trained, self.mapping)
+        return item_vectors(self.sasrec_items, self.text_items, ~self.trained, self.mapping, self.text_scale)
 
     def set_text_item_vectors(self, rows: np.ndarray, vectors: np.ndarray) -> None:
         """New text vectors for ``rows`` (e.g. held-out items embedded by the bundle's item graph)."""
@@ -194,16 +199,19 @@ def train_hybrid(base: TrainedR2END, ds: PreparedDataset, config: HybridConfig, 
     pseudo[rng.choice(warm_rows, size=max(1, int(round(config.pseudo_new_share * len(warm_rows)))), replace=False)] = True
     fitted_on = trained & ~pseudo
     pseudo_map = fit_text_to_sasrec(text_items[fitted_on], sasrec_items[fitted_on], config.ridge)
-    pseudo_items = item_vectors(sasrec_items, text_items, pseudo | ~trained, pseudo_map)
-    for bias in config.new_item_biases:
-        result = evaluate(_Fixed("hybrid", parts, model, pseudo_items, model.weight, bias), ds, "valid")
-        targets = np.array([pseudo[ds.example(u, "valid")[1]] for u in result.users])
-        hits = np.asarray(result.per_user["HR@10"])
-        entry = {"stage": "new-item bias", "b": bias, "valid_NDCG@10": round(result.metrics["NDCG@10"], 5),
-                 "pseudo_new_target_HR@10": round(float(hits[targets].mean()), 5) if targets.any() else None,
-                 "warm_target_HR@10": round(float(hits[~targets].mean()), 5)}
-        model.log.append(entry)
-        log.info("R2END-Hybrid: %s", entry)
-    model.bias = max((row for row in model.log if row["stage"] == "new-item bias"), key=lambda row: row["valid_NDCG@10"])["b"]
-    log.info("R2END-Hybrid: chose w=%s, b=%s on validation (%d pseudo-new items)", model.weight, model.bias, int(pseudo.sum()))
+    for scale in config.new_item_text_scales:
+        pseudo_items = item_vectors(sasrec_items, text_items, pseudo | ~trained, pseudo_map, scale)
+        for bias in config.new_item_biases:
+            result = evaluate(_Fixed("hybrid", parts, model, pseudo_items, model.weight, bias), ds, "valid")
+            targets = np.array([pseudo[ds.example(u, "valid")[1]] for u in result.users])
+            hits = np.asarray(result.per_user["HR@10"])
+            entry = {"stage": "new items", "c": scale, "b": bias, "valid_NDCG@10": round(result.metrics["NDCG@10"], 5),
+                     "pseudo_new_target_HR@10": round(float(hits[targets].mean()), 5) if targets.any() else None,
+                     "warm_target_HR@10": round(float(hits[~targets].mean()), 5)}
+            model.log.append(entry)
+            log.info("R2END-Hybrid: %s", entry)
+    chosen = max((row for row in model.log if row["stage"] == "new items"), key=lambda row: row["valid_NDCG@10"])
+    model.text_scale, model.bias = chosen["c"], chosen["b"]
+    log.info("R2END-Hybrid: chose w=%s, c=%s, b=%s on validation (%d pseudo-new items)", model.weight, model.text_scale, model.bias,
+             int(pseudo.sum()))
     return model
