@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 
 class TextEncoder(Protocol):
@@ -50,8 +53,14 @@ class OnnxTextEncoder:
     that a lone request still gets every core.
     """
 
-    def __init__(self, onnx_path: Path, tokenizer_path: Path, max_length: int = 256, threads: int | None = None,
-                 alone_threads: int | None = None):
+    def __init__(
+        self,
+        onnx_path: Path,
+        tokenizer_path: Path,
+        max_length: int = 256,
+        threads: int | None = None,
+        alone_threads: int | None = None,
+    ):
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
@@ -83,7 +92,8 @@ class OnnxTextEncoder:
         return self.run(self.tokenize(texts))
 
 
-def _session(onnx_path: Path, threads: int):  # noqa: ANN202 - onnxruntime is imported lazily
+def _session(onnx_path: Path, threads: int) -> ort.InferenceSession:
+    """One ONNX Runtime session of the graph (imported here: ``index`` stays light)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -44,13 +44,17 @@ def batch_stats(before: dict[str, float], after: dict[str, float]) -> tuple[floa
     return seconds / batches * 1000, delta("r2end_batch_size_sum") / batches
 
 
-def queue_bound(bundle: Path, settings: dict[str, str]) -> tuple[str, int]:
+def queue_bound(bundle: Path, settings: dict[str, str], server_cores: int | None = None) -> tuple[str, int]:
     """The most requests the service lets wait with these settings, as the service itself computes it, and its name.
 
     The environment is ignored (``procs.service`` does not pass it on either). A service with
     admission control has ``ServiceSettings.inflight_limit``; one from before it bounds only the
     batcher's queue (``queue_size``): the overload benchmark is run at commits on both sides.
+    ``server_cores``: the cores the server is pinned to, which its default encode workers follow
+    (this process may have other cores).
     """
+    if server_cores and "encode_workers" in ServiceSettings.model_fields and "encode_workers" not in settings:
+        settings = {**settings, "encode_workers": str(server_cores)}
     config = ServiceSettings(_env_prefix="R2END_BENCH_IGNORED_", _env_file=None, bundle_path=bundle, **settings)
     if hasattr(config, "inflight_limit"):
         return "admission limit", int(config.inflight_limit)

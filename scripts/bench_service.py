@@ -84,8 +84,15 @@ class Level:
 
     @classmethod
     def of(cls, run: rawhttp.Run) -> Level:
-        return cls(run.concurrency, run.per_second(200), run.count(), run.count() - run.count(200),
-                   run.percentile_ms(50), run.percentile_ms(95), run.percentile_ms(99))
+        return cls(
+            run.concurrency,
+            run.per_second(200),
+            run.count(),
+            run.count() - run.count(200),
+            run.percentile_ms(50),
+            run.percentile_ms(95),
+            run.percentile_ms(99),
+        )
 
 
 @dataclass
@@ -179,8 +186,15 @@ def bench_http(url: str, path: str, bodies: list[bytes], levels: list[int], seco
     results = {}
     for concurrency in levels:
         results[concurrency] = Level.of(asyncio.run(rawhttp.closed_loop("127.0.0.1", port, path, bodies, concurrency, seconds)))
-        log.info("%s %s, %d clients: %.1f req/s, p99 %.1f ms, %d errors", url, path, concurrency, results[concurrency].per_second,
-                 results[concurrency].p99_ms or float("nan"), results[concurrency].errors)
+        log.info(
+            "%s %s, %d clients: %.1f req/s, p99 %.1f ms, %d errors",
+            url,
+            path,
+            concurrency,
+            results[concurrency].per_second,
+            results[concurrency].p99_ms or float("nan"),
+            results[concurrency].errors,
+        )
     return results
 
 
@@ -197,19 +211,25 @@ def check_infinity(url: str, text: str) -> int:
     return len(data[0]["embedding"])
 
 
-def bench_precision(args: argparse.Namespace, precision: str, manifest: B.Manifest, bodies: list[bytes], texts: list[str],
-                    workdir: Path) -> PrecisionResult:
+def bench_precision(
+    args: argparse.Namespace, precision: str, manifest: B.Manifest, bodies: list[bytes], texts: list[str], workdir: Path
+) -> PrecisionResult:
     int8 = precision == "int8"
-    encoder = OnnxTextEncoder(args.bundle / (B.USER_ONNX_INT8 if int8 else B.USER_ONNX), args.bundle / B.TOKENIZER,
-                              manifest.max_seq_length, threads=args.threads or available_cores())
+    encoder = OnnxTextEncoder(
+        args.bundle / (B.USER_ONNX_INT8 if int8 else B.USER_ONNX),
+        args.bundle / B.TOKENIZER,
+        manifest.max_seq_length,
+        threads=args.threads or available_cores(),
+    )
     tokens = encoder.tokenize(texts)
     raw = {batch: bench_raw(encoder, tokens, batch, args.seconds) for batch in args.levels}
     del encoder
     for batch, rate in raw.items():
         log.info("%s raw ONNX batch %d: %.1f histories/s", precision, batch, rate)
     workers = available_cores()
-    narrow = OnnxTextEncoder(args.bundle / (B.USER_ONNX_INT8 if int8 else B.USER_ONNX), args.bundle / B.TOKENIZER,
-                             manifest.max_seq_length, threads=1)
+    narrow = OnnxTextEncoder(
+        args.bundle / (B.USER_ONNX_INT8 if int8 else B.USER_ONNX), args.bundle / B.TOKENIZER, manifest.max_seq_length, threads=1
+    )
     raw_parallel = (workers, bench_raw_parallel(narrow, tokens, workers, args.seconds))
     del narrow
     log.info("%s raw ONNX, %d one-thread runs of one history in parallel: %.1f histories/s", precision, *raw_parallel)
@@ -224,7 +244,9 @@ def bench_precision(args: argparse.Namespace, precision: str, manifest: B.Manife
     result = PrecisionResult(precision, raw, r2end, single, raw_parallel=raw_parallel)
 
     if args.peer_infinity:
-        peer, peer_url = procs.infinity(args.peer_infinity, precision, workdir / f"infinity-{precision}", timeout_s=args.peer_start_timeout)
+        peer, peer_url = procs.infinity(
+            args.peer_infinity, precision, workdir / f"infinity-{precision}", timeout_s=args.peer_start_timeout
+        )
         with peer:
             dim = check_infinity(peer_url, texts[0])
             log.info("infinity %s ready at %s (dimension %d)", precision, peer_url, dim)
@@ -257,12 +279,16 @@ def table(results: list[PrecisionResult]) -> str:
     lines = [head, rule]
     for r in results:
         for c, e in r.r2end.items():
-            row = (f"| {r.precision} | {c} | {r.raw[c]:.1f} | {e.per_second:.1f} | {fmt(ratio(e.per_second, r.raw[c]), 2)} "
-                   f"| {fmt(e.p50_ms)} | {fmt(e.p99_ms)} | {e.errors} |")
+            row = (
+                f"| {r.precision} | {c} | {r.raw[c]:.1f} | {e.per_second:.1f} | {fmt(ratio(e.per_second, r.raw[c]), 2)} "
+                f"| {fmt(e.p50_ms)} | {fmt(e.p99_ms)} | {e.errors} |"
+            )
             if peer:
                 i = (r.infinity or {}).get(c)
-                row += (f" {fmt(i and i.per_second)} | {fmt(i and i.p50_ms)} | {fmt(i and i.p99_ms)} | {'-' if i is None else i.errors} "
-                        f"| {fmt(ratio(e.per_second, i and i.per_second), 2)} |")
+                row += (
+                    f" {fmt(i and i.per_second)} | {fmt(i and i.p50_ms)} | {fmt(i and i.p99_ms)} | {'-' if i is None else i.errors} "
+                    f"| {fmt(ratio(e.per_second, i and i.per_second), 2)} |"
+                )
             lines.append(row)
     return "\n".join(lines)
 
@@ -278,49 +304,80 @@ def goals(results: list[PrecisionResult]) -> list[str]:
         if r.infinity is not None:
             mine, theirs = r.r2end.get(PEER_THROUGHPUT_CLIENTS), r.infinity.get(PEER_THROUGHPUT_CLIENTS)
             x = ratio(mine and mine.per_second, theirs and theirs.per_second)
-            lines.append(f"- {p} `/recommend` >= {PEER_THROUGHPUT_GOAL:g}x infinity `/embeddings` at {PEER_THROUGHPUT_CLIENTS} clients: "
-                         f"{fmt(x, 2)}x ({verdict(None if x is None else x >= PEER_THROUGHPUT_GOAL)})")
+            lines.append(
+                f"- {p} `/recommend` >= {PEER_THROUGHPUT_GOAL:g}x infinity `/embeddings` at {PEER_THROUGHPUT_CLIENTS} clients: "
+                f"{fmt(x, 2)}x ({verdict(None if x is None else x >= PEER_THROUGHPUT_GOAL)})"
+            )
             mine, theirs = r.r2end.get(PEER_P99_CLIENTS), r.infinity.get(PEER_P99_CLIENTS)
             a, b = mine and mine.p99_ms, theirs and theirs.p99_ms
-            lines.append(f"- {p} `/recommend` p99 <= infinity's at {PEER_P99_CLIENTS} client: {fmt(a)} vs {fmt(b)} ms "
-                         f"({verdict(None if a is None or b is None else a <= b)})")
+            lines.append(
+                f"- {p} `/recommend` p99 <= infinity's at {PEER_P99_CLIENTS} client: {fmt(a)} vs {fmt(b)} ms "
+                f"({verdict(None if a is None or b is None else a <= b)})"
+            )
         if r.raw_parallel is not None:
             workers, rate = r.raw_parallel
             best = max(e.per_second for e in r.r2end.values())
-            lines.append(f"- {p} raw ONNX with {workers} one-thread runs of one history in parallel (the service's encode workers, "
-                         f"raw): {rate:.1f} hist/s; best `/recommend` level {best:.1f} req/s = {fmt(ratio(best, rate), 2)}x of it")
+            lines.append(
+                f"- {p} raw ONNX with {workers} one-thread runs of one history in parallel (the service's encode workers, "
+                f"raw): {rate:.1f} hist/s; best `/recommend` level {best:.1f} req/s = {fmt(ratio(best, rate), 2)}x of it"
+            )
         s = r.single
-        lines.append(f"- {p} single client, {s.requests} sequential requests: p50 {fmt(s.p50_ms)}, p95 {fmt(s.p95_ms)}, p99 {fmt(s.p99_ms)} ms "
-                     f"(p99 <= {SINGLE_P99_GOAL_MS:g} ms: {verdict(s.p99_ms is not None and s.p99_ms <= SINGLE_P99_GOAL_MS)})")
+        lines.append(
+            f"- {p} single client, {s.requests} sequential requests: p50 {fmt(s.p50_ms)}, p95 {fmt(s.p95_ms)}, p99 {fmt(s.p99_ms)} ms "
+            f"(p99 <= {SINGLE_P99_GOAL_MS:g} ms: {verdict(s.p99_ms is not None and s.p99_ms <= SINGLE_P99_GOAL_MS)})"
+        )
     return lines
 
 
 def fusion_reports(args: argparse.Namespace) -> list[tuple[str, fusion.FusionReport]]:
     reports = [("r2end user graph (fp32)", fusion.fusion_report(args.bundle / B.USER_ONNX))]
     if args.peer_infinity:
-        reports.append(("infinity peer, optimum export (fp32)", fusion.fusion_report(Path(args.peer_infinity) / "models" / "minilm-fp32" / "model.onnx")))
+        reports.append(
+            (
+                "infinity peer, optimum export (fp32)",
+                fusion.fusion_report(Path(args.peer_infinity) / "models" / "minilm-fp32" / "model.onnx"),
+            )
+        )
     return reports
 
 
 def fusion_section(reports: list[tuple[str, fusion.FusionReport]]) -> str:
-    return ("Transformer fusions that `onnxruntime.transformers.optimizer` (BERT, `opt_level=0`: its own fusions only) finds in "
-            "each graph: nodes of each fused type afterwards (`LayerNormalization` also counts ones the export wrote as such). "
-            "0 `Attention` and 0 `SkipLayerNormalization` mean ONNX Runtime runs each attention's MatMuls, Softmax and the residual "
-            "Adds as separate nodes:\n\n" + fusion.markdown(reports))
+    return (
+        "Transformer fusions that `onnxruntime.transformers.optimizer` (BERT, `opt_level=0`: its own fusions only) finds in "
+        "each graph: nodes of each fused type afterwards (`LayerNormalization` also counts ones the export wrote as such). "
+        "0 `Attention` and 0 `SkipLayerNormalization` mean ONNX Runtime runs each attention's MatMuls, Softmax and the residual "
+        "Adds as separate nodes:\n\n" + fusion.markdown(reports)
+    )
 
 
-def report(args: argparse.Namespace, manifest: B.Manifest, data: TrafficData, texts: list[str], mean_tokens: float,
-           truncated: float, results: list[PrecisionResult], fusions: list[tuple[str, fusion.FusionReport]]) -> str:
-    peer = (" Peer: infinity-emb (`--engine optimum`, ONNX Runtime, mean pooling, same all-MiniLM-L6-v2; int8 = its dynamic "
-            "per-channel `model_quantized.onnx`), started from `--peer-infinity`, same texts, same clients.") if args.peer_infinity else ""
+def report(
+    args: argparse.Namespace,
+    manifest: B.Manifest,
+    data: TrafficData,
+    texts: list[str],
+    mean_tokens: float,
+    truncated: float,
+    results: list[PrecisionResult],
+    fusions: list[tuple[str, fusion.FusionReport]],
+) -> str:
+    peer = (
+        (
+            " Peer: infinity-emb (`--engine optimum`, ONNX Runtime, mean pooling, same all-MiniLM-L6-v2; int8 = its dynamic "
+            "per-channel `model_quantized.onnx`), started from `--peer-infinity`, same texts, same clients."
+        )
+        if args.peer_infinity
+        else ""
+    )
     lines = [
-        (f"Bundle `{manifest.bundle_version}` ({manifest.variant}, {manifest.encoder}, {manifest.n_items} items). Raw ONNX: one "
-         f"session, {args.threads or available_cores()} intra-op threads, batch = clients. Service settings: "
-         f"{', '.join(f'{k}={v}' for k, v in args.settings.items()) or 'defaults'}"
-         f"{f', R2END_ONNX_THREADS={args.threads}' if args.threads else ''}. Requests: {len(texts)} test-user histories of {data.dataset} "
-         f"(at most {DEFAULT_MAX_HISTORY} events, k={K}), verbalised to a mean {mean_tokens:.0f} tokens "
-         f"({truncated:.0%} cut at the graph's limit of {manifest.max_seq_length}). {args.seconds:g} s per level, closed loop "
-         f"(each client sends its next request when the last is answered); the client runs on the same machine.{peer}"),
+        (
+            f"Bundle `{manifest.bundle_version}` ({manifest.variant}, {manifest.encoder}, {manifest.n_items} items). Raw ONNX: one "
+            f"session, {args.threads or available_cores()} intra-op threads, batch = clients. Service settings: "
+            f"{', '.join(f'{k}={v}' for k, v in args.settings.items()) or 'defaults'}"
+            f"{f', R2END_ONNX_THREADS={args.threads}' if args.threads else ''}. Requests: {len(texts)} test-user histories of {data.dataset} "
+            f"(at most {DEFAULT_MAX_HISTORY} events, k={K}), verbalised to a mean {mean_tokens:.0f} tokens "
+            f"({truncated:.0%} cut at the graph's limit of {manifest.max_seq_length}). {args.seconds:g} s per level, closed loop "
+            f"(each client sends its next request when the last is answered); the client runs on the same machine.{peer}"
+        ),
         "",
         table(results),
         "",
@@ -335,18 +392,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each measurement")
-    parser.add_argument("--levels", type=lambda s: [int(v) for v in s.split(",") if v.strip()], default=list(DEFAULT_LEVELS),
-                        help="concurrency levels = raw ONNX batch sizes (default 1,8,32)")
-    parser.add_argument("--precisions", type=lambda s: [v.strip() for v in s.split(",") if v.strip()], default=["fp32"],
-                        help="user graphs to measure, in order: fp32, int8 or fp32,int8")
+    parser.add_argument(
+        "--levels",
+        type=lambda s: [int(v) for v in s.split(",") if v.strip()],
+        default=list(DEFAULT_LEVELS),
+        help="concurrency levels = raw ONNX batch sizes (default 1,8,32)",
+    )
+    parser.add_argument(
+        "--precisions",
+        type=lambda s: [v.strip() for v in s.split(",") if v.strip()],
+        default=["fp32"],
+        help="user graphs to measure, in order: fp32, int8 or fp32,int8",
+    )
     parser.add_argument("--int8", action="store_true", help="shorthand for --precisions int8")
-    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads of the raw runs (default: all cores) and the "
-                        "server's R2END_ONNX_THREADS (default: its own)")
-    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
-                        help="a service setting R2END_<NAME> (repeatable), e.g. --set encode_workers=1")
-    parser.add_argument("--histories", type=Path, help="histories JSON (loadtest/make_histories.py; default: the bundle's dataset's test users)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="ONNX Runtime intra-op threads of the raw runs (default: all cores) and the "
+        "server's R2END_ONNX_THREADS (default: its own)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a service setting R2END_<NAME> (repeatable), e.g. --set encode_workers=1",
+    )
+    parser.add_argument(
+        "--histories", type=Path, help="histories JSON (loadtest/make_histories.py; default: the bundle's dataset's test users)"
+    )
     parser.add_argument("--single-requests", type=int, default=300)
-    parser.add_argument("--peer-infinity", type=Path, metavar="PEER_ROOT", help="also measure infinity-emb installed there by shared/peers/infinity/setup.sh")
+    parser.add_argument(
+        "--peer-infinity",
+        type=Path,
+        metavar="PEER_ROOT",
+        help="also measure infinity-emb installed there by shared/peers/infinity/setup.sh",
+    )
     parser.add_argument("--peer-start-timeout", type=float, default=600.0, help="seconds infinity may take to become ready")
     parser.add_argument("--fusion", action="store_true", help="add the ONNX Runtime transformer-fusion counts of the user graph")
     parser.add_argument("--fusion-only", action="store_true", help="print the fusion counts and exit (no throughput runs)")
@@ -397,16 +479,28 @@ def main(argv: list[str] | None = None) -> None:
     info = stamp()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {**info, "bundle_version": manifest.bundle_version, "levels": args.levels, "seconds": args.seconds,
-                   "threads": args.threads, "settings": args.settings, "requests": len(bodies), "mean_tokens": mean_tokens,
-                   "results": [asdict(r) for r in results],
-                   "fusion": {label: {"fused": r.fused, "nodes_before": r.nodes_before, "nodes_after": r.nodes_after} for label, r in fusions}}
+        payload = {
+            **info,
+            "bundle_version": manifest.bundle_version,
+            "levels": args.levels,
+            "seconds": args.seconds,
+            "threads": args.threads,
+            "settings": args.settings,
+            "requests": len(bodies),
+            "mean_tokens": mean_tokens,
+            "results": [asdict(r) for r in results],
+            "fusion": {
+                label: {"fused": r.fused, "nodes_before": r.nodes_before, "nodes_after": r.nodes_after} for label, r in fusions
+            },
+        }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
         log.info("wrote %s", args.json)
     if args.append:
         title = "Service benchmark" + (" vs infinity-emb" if args.peer_infinity else "")
         with open(args.append, "a", encoding="utf-8") as handle:
-            handle.write(f"\n## {title}, {info['created']}\n\n`{info['command']}`  \ngit {info['git_commit']}; {machine_line()}\n\n{section}\n")
+            handle.write(
+                f"\n## {title}, {info['created']}\n\n`{info['command']}`  \ngit {info['git_commit']}; {machine_line()}\n\n{section}\n"
+            )
         log.info("appended to %s", args.append)
 
 

@@ -210,7 +210,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     try:
         args.settings = parse_settings(args.settings)
-        args.bound_name, args.bound = queue_bound(args.bundle, args.settings)
+        server_cores = len(parse_cpus(args.server_cpus)) if args.server_cpus else None
+        args.bound_name, args.bound = queue_bound(args.bundle, args.settings, server_cores)
     except ValueError as exc:
         errors = getattr(exc, "errors", None)
         parser.error(

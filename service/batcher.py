@@ -73,8 +73,9 @@ def length_groups(lengths: Sequence[int], max_waste: float = 0.25, slack_tokens:
 class MicroBatcher:
     """Collects encode jobs from many requests into few ONNX runs."""
 
-    def __init__(self, metrics: ServiceMetrics, max_batch_size: int = 32, max_wait_ms: float = 4.0, queue_size: int = 256,
-                 workers: int = 1):
+    def __init__(
+        self, metrics: ServiceMetrics, max_batch_size: int = 32, max_wait_ms: float = 4.0, queue_size: int = 256, workers: int = 1
+    ):
         self.metrics = metrics
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
@@ -186,7 +187,7 @@ class MicroBatcher:
         finally:
             self._running -= 1
             self._free.release()
-        for job, outcome in zip(jobs, outcomes):
+        for job, outcome in zip(jobs, outcomes, strict=True):
             if job.future.done():
                 continue
             if isinstance(outcome, BaseException):
@@ -230,5 +231,5 @@ class MicroBatcher:
             started = time.perf_counter()
             vectors = encoder.run([tokens[g] for g in group], alone)
             self.metrics.encode_seconds.labels(encoder="user").observe(time.perf_counter() - started)
-            for g, vector in zip(group, vectors):
+            for g, vector in zip(group, vectors, strict=True):
                 results[positions[g]] = vector

@@ -33,8 +33,15 @@ def run(settings: ServiceSettings | None = None) -> None:
             sys.exit(EXIT_BAD_SETTINGS)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, workers=1, log_level=settings.log_level,
-                            timeout_graceful_shutdown=30, access_log=False)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        workers=1,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+        access_log=False,
+    )
     server = uvicorn.Server(config)
     runtime = app.state.runtime
     runtime.on_fatal = lambda: setattr(server, "should_exit", True)

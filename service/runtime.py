@@ -45,8 +45,13 @@ class ReloadResult:
 def bundle_info(model: ServingModel) -> BundleInfo:
     m = model.manifest
     return BundleInfo(
-        bundle_version=m.bundle_version, variant=m.variant, bundle_path=str(model.path), dataset=m.dataset,
-        encoder=m.encoder, n_items=model.n_items, int8=model.int8,
+        bundle_version=m.bundle_version,
+        variant=m.variant,
+        bundle_path=str(model.path),
+        dataset=m.dataset,
+        encoder=m.encoder,
+        n_items=model.n_items,
+        int8=model.int8,
     )
 
 
@@ -63,7 +68,7 @@ def apply_changes(model: ServingModel, changes: list[ItemChangeRecord]) -> int:
     puts = [c.item for c in final if c.op == "put" and c.item is not None]
     for start in range(0, len(puts), REPLAY_BATCH):
         chunk = puts[start : start + REPLAY_BATCH]
-        for item, vector in zip(chunk, model.embed_items(chunk)):
+        for item, vector in zip(chunk, model.embed_items(chunk), strict=True):
             model.upsert(item, vector)
             applied += 1
     return applied
@@ -81,7 +86,9 @@ class Runtime:
         self.error: str | None = None
         assert settings.item_log_path is not None
         self.item_log = ItemLog(settings.item_log_path)
-        self.batcher = MicroBatcher(metrics, settings.max_batch_size, settings.max_wait_ms, settings.queue_size, settings.encode_workers)
+        self.batcher = MicroBatcher(
+            metrics, settings.max_batch_size, settings.max_wait_ms, settings.queue_size, settings.encode_workers
+        )
         self.recommender = Recommender(self.batcher, metrics, settings.retry_after_seconds)
         self.on_fatal: Callable[[], None] = _terminate_self
         self._reload_lock: asyncio.Lock | None = None
@@ -110,7 +117,9 @@ class Runtime:
         """The model to use for this request (captured once), or 503 while none is loaded."""
         model = self.model
         if model is None:
-            raise Unavailable(f"no model is being served yet (state: {self.state})", "not_ready", self.settings.retry_after_seconds)
+            raise Unavailable(
+                f"no model is being served yet (state: {self.state})", "not_ready", self.settings.retry_after_seconds
+            )
         return model
 
     # ---- recommendations -------------------------------------------------------------------------
@@ -124,10 +133,16 @@ class Runtime:
         """``POST /recommend/batch``: every user of the batch with the same model, encoded together."""
         limit = self.settings.max_batch_users
         if len(batch.requests) > limit:
-            raise ServiceError(422, f"{len(batch.requests)} requests; at most {limit} (R2END_MAX_BATCH_USERS)", ("body", "requests"),
-                               "batch_too_large")
+            raise ServiceError(
+                422,
+                f"{len(batch.requests)} requests; at most {limit} (R2END_MAX_BATCH_USERS)",
+                ("body", "requests"),
+                "batch_too_large",
+            )
         model = self.require_model()
-        queries = [build_query(request, model, self.settings, ("body", "requests", n)) for n, request in enumerate(batch.requests)]
+        queries = [
+            build_query(request, model, self.settings, ("body", "requests", n)) for n, request in enumerate(batch.requests)
+        ]
         return await self.recommender.recommend(model, queries)
 
     async def _initial_load(self) -> None:
@@ -136,7 +151,7 @@ class Runtime:
             await self.reload()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of the first load ends the process with its reason
             self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
             log.error("cannot serve %s: %s", self.bundle_path, self.error)
             self.on_fatal()
@@ -170,8 +185,14 @@ class Runtime:
             self.metrics.reloads.labels(outcome="ok").inc()
             self.metrics.set_bundle(model.manifest.bundle_version, model.manifest.variant, model.n_items)
             seconds = time.perf_counter() - started
-            log.info("serving %s (%s) from %s; %d item changes replayed; %.2fs", model.manifest.bundle_version,
-                     model.manifest.variant, path, replayed, seconds)
+            log.info(
+                "serving %s (%s) from %s; %d item changes replayed; %.2fs",
+                model.manifest.bundle_version,
+                model.manifest.variant,
+                path,
+                replayed,
+                seconds,
+            )
             return ReloadResult(model, previous.manifest.bundle_version if previous else None, seconds, replayed)
 
     def request_reload(self) -> None:
@@ -217,16 +238,25 @@ class Runtime:
     def _live_model(self) -> ServingModel:
         model = self.require_model()
         if not model.supports_live_items:
-            raise ServiceError(409, f"this bundle's {model.index.kind!r} index cannot change at run time (needs 'flat')",
-                               ("path", "item_id"), "live_items_unsupported")
+            raise ServiceError(
+                409,
+                f"this bundle's {model.index.kind!r} index cannot change at run time (needs 'flat')",
+                ("path", "item_id"),
+                "live_items_unsupported",
+            )
         return model
 
     async def _log(self, change: ItemChangeRecord) -> None:
         try:
             await asyncio.to_thread(self.item_log.append, change)
         except OSError as exc:
-            raise ServiceError(503, f"item log {self.item_log.path} is not writable ({exc.strerror or exc}); nothing changed",
-                               (), "item_log_unwritable", {"Retry-After": str(self.settings.retry_after_seconds)}) from exc
+            raise ServiceError(
+                503,
+                f"item log {self.item_log.path} is not writable ({exc.strerror or exc}); nothing changed",
+                (),
+                "item_log_unwritable",
+                {"Retry-After": str(self.settings.retry_after_seconds)},
+            ) from exc
 
     def _spawn(self, coro, name: str) -> None:
         task = asyncio.create_task(coro, name=name)

@@ -29,13 +29,19 @@ class ServiceSettings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     log_level: str = "info"
 
-    encode_workers: int = Field(default_factory=available_cores, ge=1, description="ONNX runs in flight at once, each in its own thread")
+    encode_workers: int = Field(
+        default_factory=available_cores, ge=1, description="ONNX runs in flight at once, each in its own thread"
+    )
     onnx_threads: int | None = Field(
-        None, ge=1, description="ONNX Runtime intra-op threads of a run; default: the cores shared out among the encode workers "
+        None,
+        ge=1,
+        description="ONNX Runtime intra-op threads of a run; default: the cores shared out among the encode workers "
         "(see run_threads)",
     )
     onnx_threads_alone: int | None = Field(
-        None, ge=1, description="intra-op threads of a run that starts while no other is in flight (a second session of the "
+        None,
+        ge=1,
+        description="intra-op threads of a run that starts while no other is in flight (a second session of the "
         "graph); default: every core",
     )
     use_int8: bool = Field(
@@ -46,21 +52,29 @@ class ServiceSettings(BaseSettings):
     verify_checksums: bool = Field(True, description="check every bundle file's sha256 against the manifest on load")
 
     max_batch_size: int = Field(
-        8, ge=1, description="most histories encoded in one ONNX run (on CPU a history costs more in a bigger batch: see docs/SERVICE.md)"
+        8,
+        ge=1,
+        description="most histories encoded in one ONNX run (on CPU a history costs more in a bigger batch: see docs/SERVICE.md)",
     )
     max_wait_ms: float = Field(
-        0.0, ge=0, description="how long a free encode worker waits for company after the first request (0: it starts at once; "
+        0.0,
+        ge=0,
+        description="how long a free encode worker waits for company after the first request (0: it starts at once; "
         "worth it only where a batch costs about what one history does, e.g. on a GPU)",
     )
     queue_size: int = Field(256, ge=1, description="encode requests waiting at most; beyond that: 503 + Retry-After")
     max_inflight: int | None = Field(
-        None, ge=1, description="most /recommend, /recommend/batch and PUT /items requests in flight; beyond: an immediate 503 + "
+        None,
+        ge=1,
+        description="most /recommend, /recommend/batch and PUT /items requests in flight; beyond: an immediate 503 + "
         "Retry-After before the body is read. Default: queue_size + encode_workers * max_batch_size (see inflight_limit)",
     )
     retry_after_seconds: int = Field(1, ge=0, description="Retry-After sent with 503 answers")
 
     max_history: int | None = Field(
-        None, ge=1, description="most history events accepted per request; default: as many as R2END_MAX_BODY_BYTES can carry "
+        None,
+        ge=1,
+        description="most history events accepted per request; default: as many as R2END_MAX_BODY_BYTES can carry "
         "(max_body_bytes // 16), so the body limit decides (see history_limit)",
     )
     max_history_text_chars: int = Field(20_000, ge=1, description="longest free-text history accepted")
@@ -70,10 +84,14 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(1 << 20, ge=1, description="largest request body (413 beyond)")
 
     admin_token: str | None = Field(None, description="Bearer token for /admin/*; admin routes answer 403 while unset")
-    write_token: str | None = Field(None, description="Bearer token for PUT/DELETE /items/{id}; catalogue writes answer 403 while unset")
+    write_token: str | None = Field(
+        None, description="Bearer token for PUT/DELETE /items/{id}; catalogue writes answer 403 while unset"
+    )
     item_log_path: Path | None = Field(None, description="durable log of live item changes; default <bundle_path>.items.jsonl")
     warmup: bool = Field(True, description="run a few encodes of several lengths before /readyz turns 200")
-    user_cache_size: int = Field(0, ge=0, description="user vectors cached per loaded bundle, keyed by the history text (LRU); 0 = off")
+    user_cache_size: int = Field(
+        0, ge=0, description="user vectors cached per loaded bundle, keyed by the history text (LRU); 0 = off"
+    )
 
     @property
     def run_threads(self) -> int:

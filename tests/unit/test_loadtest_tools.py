@@ -372,8 +372,11 @@ def test_capacity_helpers(tmp_path):
     assert parse_settings(["queue_size=64"]) == {"queue_size": "64"}
     with pytest.raises(ValueError, match="service setting"):
         parse_settings(["queue_sise=64"])
-    name, bound = queue_bound(tmp_path, {"queue_size": "64", "max_batch_size": "8"})
-    assert bound == (64 + 8 if name == "admission limit" else 64)
+    name, bound = queue_bound(tmp_path, {"queue_size": "64", "max_batch_size": "8", "encode_workers": "2"})
+    assert (name, bound) == ("admission limit", 64 + 2 * 8)  # each encode worker holds a batch
+    assert (
+        queue_bound(tmp_path, {"queue_size": "64", "max_batch_size": "8"}, server_cores=1)[1] == 64 + 8
+    )  # a server pinned to 1 core
 
 
 def test_soak_failure_rules_and_windows():

@@ -222,9 +222,20 @@ class SASRec:
                 since_best += 1
             if checkpoint is not None:
                 checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                torch.save({"identity": identity, "net": self.net.state_dict(), "optimiser": optimiser.state_dict(),
-                            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "best": best, "best_state": best_state,
-                            "since_best": since_best, "log": self.log}, checkpoint.with_suffix(".tmp"))
+                torch.save(
+                    {
+                        "identity": identity,
+                        "net": self.net.state_dict(),
+                        "optimiser": optimiser.state_dict(),
+                        "generator": generator.get_state(),
+                        "torch_rng": torch.get_rng_state(),
+                        "best": best,
+                        "best_state": best_state,
+                        "since_best": since_best,
+                        "log": self.log,
+                    },
+                    checkpoint.with_suffix(".tmp"),
+                )
                 checkpoint.with_suffix(".tmp").replace(checkpoint)
         if best_state is not None:
             self.net.load_state_dict(best_state)
@@ -249,8 +260,10 @@ def load_net(path: str | Path, n_items: int, split_hash: str, held_out: np.ndarr
         raise ValueError(f"{path}: SASRec checkpoint of another split ({identity['split'][:8]} != {split_hash[:8]})")
     expected = np.flatnonzero(held_out).tolist() if held_out is not None and held_out.any() else None
     if identity.get("held_out") != expected:
-        raise ValueError(f"{path}: SASRec checkpoint held out {len(identity.get('held_out') or [])} items, "
-                         f"this data holds out {len(expected or [])}")
+        raise ValueError(
+            f"{path}: SASRec checkpoint held out {len(identity.get('held_out') or [])} items, "
+            f"this data holds out {len(expected or [])}"
+        )
     config = SASRecConfig(**{**identity["config"], "threads": 1})
     net = SASRecNet(n_items, config)
     net.load_state_dict(state["best_state"] or state["net"])

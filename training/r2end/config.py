@@ -56,7 +56,9 @@ class R2ENDConfig(BaseModel):
 
     # Beyond the paper (issue 7): the collaborative head and the cold-start protocol.
     cf: dict | None = Field(None, description="CFConfig fields to train R2END+CF on top of this model (None = the paper)")
-    hybrid: dict | None = Field(None, description="HybridConfig fields to combine this model with SASRec-CE (R2END-Hybrid; None = off)")
+    hybrid: dict | None = Field(
+        None, description="HybridConfig fields to combine this model with SASRec-CE (R2END-Hybrid; None = off)"
+    )
     cold_start_share: float = Field(0.0, description="hold this share of items out of all training stages (0 = off)")
 
     threads: int = 2
@@ -83,7 +85,11 @@ ABLATIONS: dict[str, dict] = {
     # user without an LLM budget can deploy, and the baseline that says what the teacher adds.
     "text-cf-residual": {"rationale": "item", "item_text": "metadata", "cf": {"design": "item-residual"}},
     "text-cf-history": {"rationale": "item", "item_text": "metadata", "cf": {"design": "history-tower"}},
-    "text-cf-sequence": {"rationale": "item", "item_text": "metadata", "cf": {"design": "sequence-tower", "tower_checkpoint": "auto"}},
+    "text-cf-sequence": {
+        "rationale": "item",
+        "item_text": "metadata",
+        "cf": {"design": "sequence-tower", "tower_checkpoint": "auto"},
+    },
     # SASRec-CE's own scores plus the text path in one inner product (issue 12, training/r2end/hybrid.py).
     "r2end-hybrid": {"hybrid": {}},
     "text-hybrid": {"rationale": "item", "item_text": "metadata", "hybrid": {}},

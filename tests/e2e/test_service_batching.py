@@ -11,7 +11,9 @@ from service_util import assert_error_shape, metric_sum, parse_metrics
 
 pytestmark = pytest.mark.slow
 
-LONG_TEXT = "\n".join(f"1997-12-{day:02d}: L.A. Confidential (1997); Categories: Crime, Film-Noir, Mystery, Thriller" for day in range(1, 9))
+LONG_TEXT = "\n".join(
+    f"1997-12-{day:02d}: L.A. Confidential (1997); Categories: Crime, Film-Noir, Mystery, Thriller" for day in range(1, 9)
+)
 
 
 def burst(url: str, n: int, body: dict) -> list[httpx.Response]:
@@ -79,7 +81,7 @@ def test_concurrent_requests_share_onnx_runs(make_service):
     assert encoded == 8
     assert batches < 8, f"{batches} batches for 8 concurrent requests"
     # each request got its own answer (different histories -> the batched vectors were not mixed up)
-    for body, response in zip(texts, responses):
+    for body, response in zip(texts, responses, strict=True):
         with server.client() as http:
             single = http.post("/recommend", json=body).json()
         assert [i["item_id"] for i in single["items"]] == [i["item_id"] for i in response.json()["items"]]
