@@ -43,8 +43,18 @@ class Hit:
 class ServingModel:
     """Everything one bundle needs to answer requests; build with :meth:`load`."""
 
-    def __init__(self, path: Path, manifest: B.Manifest, user_encoder: OnnxTextEncoder, item_encoder: OnnxTextEncoder,
-                 index: ItemIndex, catalog: Catalog, int8: bool, history_table: Any = None, user_cache_size: int = 0):
+    def __init__(
+        self,
+        path: Path,
+        manifest: B.Manifest,
+        user_encoder: OnnxTextEncoder,
+        item_encoder: OnnxTextEncoder,
+        index: ItemIndex,
+        catalog: Catalog,
+        int8: bool,
+        history_table: Any = None,
+        user_cache_size: int = 0,
+    ):
         self.path = path
         self.manifest = manifest
         self.user_encoder = user_encoder
@@ -147,13 +157,13 @@ class ServingModel:
     # ---- search --------------------------------------------------------------------------------
     def search(self, vectors: np.ndarray, ks: Sequence[int], exclude: Sequence[frozenset[str]]) -> list[list[Hit]]:
         """Top ``ks[i]`` items for ``vectors[i]``, leaving out ``exclude[i]``."""
-        fetch = max(k + len(skip) for k, skip in zip(ks, exclude))
+        fetch = max(k + len(skip) for k, skip in zip(ks, exclude, strict=True))
         with self._lock:
             scores, rows = self.index.search(vectors, fetch)
             results = []
-            for k, skip, row_scores, row_ids in zip(ks, exclude, scores.tolist(), rows.tolist()):
+            for k, skip, row_scores, row_ids in zip(ks, exclude, scores.tolist(), rows.tolist(), strict=True):
                 hits = []
-                for score, row in zip(row_scores, row_ids):
+                for score, row in zip(row_scores, row_ids, strict=True):
                     item = self.catalog.at(row) if row >= 0 else None
                     if item is None or item.item_id in skip:
                         continue
@@ -230,9 +240,13 @@ def _history_tower(path: Path, tower: B.HistoryTower, threads: int) -> Any:
         raise B.BundleError(f"{path}: cannot be loaded ({type(exc).__name__}: {str(exc)[:300]})") from exc
 
 
-def _encoder(onnx_path: Path, tokenizer_path: Path, manifest: B.Manifest, threads: int, alone_threads: int | None = None) -> OnnxTextEncoder:
+def _encoder(
+    onnx_path: Path, tokenizer_path: Path, manifest: B.Manifest, threads: int, alone_threads: int | None = None
+) -> OnnxTextEncoder:
     try:
-        encoder = OnnxTextEncoder(onnx_path, tokenizer_path, manifest.max_seq_length, threads=threads, alone_threads=alone_threads)
+        encoder = OnnxTextEncoder(
+            onnx_path, tokenizer_path, manifest.max_seq_length, threads=threads, alone_threads=alone_threads
+        )
     except Exception as exc:  # onnxruntime / tokenizers raise their own types for unreadable files
         raise B.BundleError(f"{onnx_path}: cannot be loaded ({type(exc).__name__}: {str(exc)[:300]})") from exc
     if encoder.output_dim != manifest.output_dim:

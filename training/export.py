@@ -37,10 +37,19 @@ def torch_reference(model: TrainedR2END, texts: list[str], student: bool = True)
     return project(model.projection, encode(encoder, texts))
 
 
-def export_bundle(model: TrainedR2END, ds: PreparedDataset, out_dir: Path, metrics: dict[str, Any] | None = None,
-                  int8: bool = True, index_kind: str = "flat", parity_texts: list[str] | None = None,
-                  history_table: np.ndarray | None = None, history_items: int = 50, tower: nn.Module | None = None,
-                  fuse: bool = True) -> B.Manifest:
+def export_bundle(
+    model: TrainedR2END,
+    ds: PreparedDataset,
+    out_dir: Path,
+    metrics: dict[str, Any] | None = None,
+    int8: bool = True,
+    index_kind: str = "flat",
+    parity_texts: list[str] | None = None,
+    history_table: np.ndarray | None = None,
+    history_items: int = 50,
+    tower: nn.Module | None = None,
+    fuse: bool = True,
+) -> B.Manifest:
     """Write a complete, checksummed bundle to ``out_dir`` (atomically replaced) and return its manifest.
 
     ``fuse``: write the text graphs with ONNX Runtime's transformer fusions where they match the
@@ -60,12 +69,16 @@ def export_bundle(model: TrainedR2END, ds: PreparedDataset, out_dir: Path, metri
     index.save(tmp / B.ITEM_INDEX)
     index_metrics: dict[str, float] = {}
     if index_kind != "flat":  # how much the approximate index loses against exact search
-        queries = model.item_vectors[np.random.default_rng(0).choice(len(model.item_vectors), min(500, len(model.item_vectors)), replace=False)]
+        queries = model.item_vectors[
+            np.random.default_rng(0).choice(len(model.item_vectors), min(500, len(model.item_vectors)), replace=False)
+        ]
         index_metrics["index_recall@10_vs_exact"] = recall_at_k(index, ItemIndex.build(model.item_vectors, "flat"), queries, 10)
     log.info("export: user and item graphs (ONNX opset %d)", OPSET)
     parity_texts = parity_texts or model.item_documents[:32]
-    graphs = {"user": export_graph(model.student, model.projection, tmp / B.USER_ONNX, fuse, parity_texts),
-              "item": export_graph(model.encoder, model.projection, tmp / B.ITEM_ONNX, fuse, parity_texts)}
+    graphs = {
+        "user": export_graph(model.student, model.projection, tmp / B.USER_ONNX, fuse, parity_texts),
+        "item": export_graph(model.encoder, model.projection, tmp / B.ITEM_ONNX, fuse, parity_texts),
+    }
     model.student.tokenizer.backend_tokenizer.save(str(tmp / B.TOKENIZER))
     if int8:
         log.info("export: int8 user graph")
@@ -76,29 +89,43 @@ def export_bundle(model: TrainedR2END, ds: PreparedDataset, out_dir: Path, metri
         history = {"kind": "mean", "file": B.HISTORY_EMBEDDINGS, "max_items": history_items}
     if tower is not None:
         export_tower(tower, tmp / B.HISTORY_ONNX)
-        history = {"kind": "sequence", "file": B.HISTORY_ONNX, "max_items": tower.net.config.max_len, "trained_items": len(ds.catalog)}
+        history = {
+            "kind": "sequence",
+            "file": B.HISTORY_ONNX,
+            "max_items": tower.net.config.max_len,
+            "trained_items": len(ds.catalog),
+        }
     parity = measure_parity(model, tmp, parity_texts)
     log.info("export: ONNX vs PyTorch %s", parity)
     cfg = model.config
     fingerprint = f"{ds.name}-{cfg.variant}-{cfg.fingerprint()}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    manifest = B.write_manifest(tmp, {
-        "bundle_version": fingerprint,
-        "variant": cfg.variant,
-        "encoder": cfg.encoder,
-        "embedding_dim": int(model.item_embeddings.shape[1]),
-        "output_dim": int(model.item_vectors.shape[1]),
-        "max_seq_length": int(cfg.max_seq_length),
-        "index_kind": index_kind,
-        "dataset": ds.name,
-        "split_hash": ds.split_hash,
-        "git_commit": git_commit(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "n_items": len(ds.catalog),
-        "verbaliser": cfg.verbaliser,
-        "metrics": {**(metrics or {}), **index_metrics, "onnx_parity": parity, "onnx_graphs": graphs, "export_seconds": round(time.perf_counter() - started, 1)},
-        "config": cfg.model_dump(),
-        "history_tower": history,
-    })
+    manifest = B.write_manifest(
+        tmp,
+        {
+            "bundle_version": fingerprint,
+            "variant": cfg.variant,
+            "encoder": cfg.encoder,
+            "embedding_dim": int(model.item_embeddings.shape[1]),
+            "output_dim": int(model.item_vectors.shape[1]),
+            "max_seq_length": int(cfg.max_seq_length),
+            "index_kind": index_kind,
+            "dataset": ds.name,
+            "split_hash": ds.split_hash,
+            "git_commit": git_commit(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "n_items": len(ds.catalog),
+            "verbaliser": cfg.verbaliser,
+            "metrics": {
+                **(metrics or {}),
+                **index_metrics,
+                "onnx_parity": parity,
+                "onnx_graphs": graphs,
+                "export_seconds": round(time.perf_counter() - started, 1),
+            },
+            "config": cfg.model_dump(),
+            "history_tower": history,
+        },
+    )
     if out_dir.exists():
         old = out_dir.with_name(out_dir.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -116,7 +143,11 @@ def measure_parity(model: TrainedR2END, bundle_dir: Path, texts: list[str]) -> d
     result: dict[str, float] = {"n_texts": len(texts)}
     user_ref = torch_reference(model, texts, student=True)
     item_ref = torch_reference(model, texts, student=False)
-    for name, path, ref in (("user_fp32", B.USER_ONNX, user_ref), ("item_fp32", B.ITEM_ONNX, item_ref), ("user_int8", B.USER_ONNX_INT8, user_ref)):
+    for name, path, ref in (
+        ("user_fp32", B.USER_ONNX, user_ref),
+        ("item_fp32", B.ITEM_ONNX, item_ref),
+        ("user_int8", B.USER_ONNX_INT8, user_ref),
+    ):
         if not (bundle_dir / path).exists():
             continue
         onnx = OnnxTextEncoder(bundle_dir / path, bundle_dir / B.TOKENIZER, cfg.max_seq_length, threads=cfg.threads).encode(texts)

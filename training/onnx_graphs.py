@@ -46,12 +46,16 @@ class EncoderGraph(nn.Module):
         super().__init__()
         self.transformer = sentence_transformer[0].auto_model
         pooling = sentence_transformer[1]
-        if getattr(pooling, "pooling_mode", "mean") not in ("mean", None) and not getattr(pooling, "pooling_mode_mean_tokens", True):
+        if getattr(pooling, "pooling_mode", "mean") not in ("mean", None) and not getattr(
+            pooling, "pooling_mode_mean_tokens", True
+        ):
             raise ValueError("only mean pooling is exported")
         self.projection = projection
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+        hidden = self.transformer(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)
+        ).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         pooled = nn.functional.normalize(pooled, dim=-1)
@@ -75,9 +79,16 @@ def _export_dynamo(graph: EncoderGraph, max_length: int, path: Path) -> None:
     batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("sequence", min=1, max=max_length)
     with torch.no_grad(), _quiet_exporter():
         torch.onnx.export(
-            graph, (ids, ids.clone()), str(path), input_names=["input_ids", "attention_mask"], output_names=["vector"],
+            graph,
+            (ids, ids.clone()),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["vector"],
             dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
-            opset_version=OPSET, dynamo=True, external_data=False, verbose=None if log.isEnabledFor(logging.DEBUG) else False,
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+            verbose=None if log.isEnabledFor(logging.DEBUG) else False,
         )
 
 
@@ -99,11 +110,21 @@ def _export_fused(graph: EncoderGraph, path: Path) -> dict[str, int]:
     ids = torch.ones((2, 16), dtype=torch.long)
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "vector": {0: "batch"}}
     with torch.no_grad(), _quiet_exporter(), _eager_attention(graph.transformer):
-        torch.onnx.export(graph, (ids, ids.clone()), str(path), input_names=["input_ids", "attention_mask"], output_names=["vector"],
-                          dynamic_axes=axes, opset_version=FUSED_OPSET, dynamo=False)
+        torch.onnx.export(
+            graph,
+            (ids, ids.clone()),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["vector"],
+            dynamic_axes=axes,
+            opset_version=FUSED_OPSET,
+            dynamo=False,
+        )
     config = graph.transformer.config
     with _quiet_exporter(), _quiet_logger("onnxruntime.transformers"):
-        optimized = optimize_model(str(path), model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size, opt_level=0)
+        optimized = optimize_model(
+            str(path), model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size, opt_level=0
+        )
         optimized.save_model_to_file(str(path))
     return {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
 
@@ -127,8 +148,9 @@ def _run(path: Path, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
 
 
-def export_graph(model: Any, projection: Projection | None, path: Path, fuse: bool = True,
-                 check_texts: list[str] | None = None) -> dict[str, Any]:
+def export_graph(
+    model: Any, projection: Projection | None, path: Path, fuse: bool = True, check_texts: list[str] | None = None
+) -> dict[str, Any]:
     """Write one ONNX graph with dynamic batch and sequence axes; returns how it was made.
 
     With ``fuse``, the fused graph replaces the plain one only if it matches it on
@@ -164,9 +186,18 @@ def export_tower(tower: nn.Module, path: Path) -> None:
     sample = torch.ones((2, 8), dtype=torch.long)
     batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("sequence", min=1, max=tower.net.config.max_len)
     with torch.no_grad(), _quiet_exporter():
-        torch.onnx.export(tower, (sample,), str(path), input_names=["history"], output_names=["term"],
-                          dynamic_shapes={"sequence": {0: batch, 1: seq}}, opset_version=OPSET, dynamo=True, external_data=False,
-                          verbose=None if log.isEnabledFor(logging.DEBUG) else False)
+        torch.onnx.export(
+            tower,
+            (sample,),
+            str(path),
+            input_names=["history"],
+            output_names=["term"],
+            dynamic_shapes={"sequence": {0: batch, 1: seq}},
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+            verbose=None if log.isEnabledFor(logging.DEBUG) else False,
+        )
 
 
 def quantize_int8(source: Path, target: Path) -> None:
@@ -181,5 +212,10 @@ def quantize_int8(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet_exporter(), _quiet_logger("root"):
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
+        quantize_dynamic(
+            str(source),
+            str(target),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            extra_options={"DefaultTensorType": TensorProto.FLOAT},
+        )

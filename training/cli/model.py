@@ -59,8 +59,15 @@ def _grid_subset(items: list[str]) -> dict[str, list[Any]]:
 def baseline(
     name: Annotated[str, typer.Argument(help="pop, sasrec-ce or meanpool")],
     dataset: DatasetArg,
-    grid: Annotated[str, typer.Option(help="SASRec tuning grid: none, small, wide (issue #12, 36 configurations), wide-1m")] = "small",
-    only: Annotated[list[str] | None, typer.Option("--only", help="run a subset of the grid: key=v1,v2 (e.g. hidden=256); results go to $R2END_HOME/runs/partial-results")] = None,
+    grid: Annotated[
+        str, typer.Option(help="SASRec tuning grid: none, small, wide (issue #12, 36 configurations), wide-1m")
+    ] = "small",
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only", help="run a subset of the grid: key=v1,v2 (e.g. hidden=256); results go to $R2END_HOME/runs/partial-results"
+        ),
+    ] = None,
     max_epochs: Annotated[int | None, typer.Option(help="SASRec epoch cap (early stopping usually ends sooner)")] = None,
     threads: Annotated[int, typer.Option(help="torch threads for SASRec")] = 1,
     encoder: Annotated[str, typer.Option(help="encoder for meanpool")] = "all-MiniLM-L6-v2",
@@ -96,7 +103,10 @@ def baseline(
         out = baselines.run_meanpool(ds, encoder, max_items, not no_mask)
     else:
         out = baselines.run_sasrec(
-            ds, grid, overrides, not no_mask,
+            ds,
+            grid,
+            overrides,
+            not no_mask,
             on_epoch=lambda label, e: log.info("%s %s", label, e),
             curve_path=results_root(ds.name) / ds.name / "sasrec-ce-curves.png",
             cold_share=cold_start,
@@ -113,7 +123,9 @@ def train(
     set_: SetOpt = None,
     bundle: BundleOutOpt = None,
     no_export: Annotated[bool, typer.Option("--no-export", help="train and evaluate only")] = False,
-    allow_partial: Annotated[bool, typer.Option(help="run even if teacher data is incomplete (results go to $R2END_HOME/runs)")] = False,
+    allow_partial: Annotated[
+        bool, typer.Option(help="run even if teacher data is incomplete (results go to $R2END_HOME/runs)")
+    ] = False,
     data_dir: TeacherDirOpt = None,
 ) -> None:
     """Train R2END from cached teacher data, evaluate it, export the bundle."""
@@ -134,7 +146,9 @@ def export(
     dataset: DatasetOpt = "ml-100k",
     variant: VariantOpt = "r2end",
     bundle: BundleOutOpt = None,
-    index: Annotated[str, typer.Option(help="flat (exact) or hnsw (approximate; recall vs exact is measured and stored)")] = "flat",
+    index: Annotated[
+        str, typer.Option(help="flat (exact) or hnsw (approximate; recall vs exact is measured and stored)")
+    ] = "flat",
     int8: Annotated[bool, typer.Option(help="also write the int8 user graph")] = True,
 ) -> None:
     """Export the model `r2end train` left in $R2END_HOME/runs/<dataset>/<variant> as a bundle."""
@@ -150,8 +164,17 @@ def export(
     if meta.get("split_hash") and meta["split_hash"] != ds.split_hash:
         fail(f"{folder}: trained on a different split of {dataset}")
     target = bundle or bundle_dir(dataset, variant)
-    manifest = export_bundle(model, ds, target, metrics=meta["report"].get("metrics", {}), int8=int8, index_kind=index,
-                             history_table=history, history_items=meta.get("history_items", 50), tower=meta.get("tower"))
+    manifest = export_bundle(
+        model,
+        ds,
+        target,
+        metrics=meta["report"].get("metrics", {}),
+        int8=int8,
+        index_kind=index,
+        history_table=history,
+        history_items=meta.get("history_items", 50),
+        tower=meta.get("tower"),
+    )
     console.print_json(json.dumps({"bundle": str(target), **manifest.metrics}))
 
 
@@ -160,7 +183,9 @@ def ablations(
     dataset: DatasetOpt = "ml-100k",
     only: Annotated[str | None, typer.Option(help="comma-separated subset of variant names")] = None,
     cold_start: Annotated[float, typer.Option(help="run under the cold-start protocol with this share of items held out")] = 0.0,
-    with_baselines: Annotated[bool, typer.Option(help="also run Pop and SASRec-CE (its tuned config) under the same protocol")] = False,
+    with_baselines: Annotated[
+        bool, typer.Option(help="also run Pop and SASRec-CE (its tuned config) under the same protocol")
+    ] = False,
     allow_partial: bool = False,
     data_dir: TeacherDirOpt = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a base config field: key=value")] = None,
@@ -241,8 +266,10 @@ def align(
     out.write_text(json.dumps(result) + "\n")
     png = out.with_suffix(".png") if is_user_dataset(dataset) else REPO_ROOT / "docs" / f"alignment-{dataset}.png"
     plot_alignment(result, png, dataset)
-    console.print(f"cosine {result['before']['cosine_mean']:.4f} -> {result['after']['cosine_mean']:.4f}; "
-                  f"L2 {result['before']['l2_mean']:.4f} -> {result['after']['l2_mean']:.4f}; wrote {out} and {png}")
+    console.print(
+        f"cosine {result['before']['cosine_mean']:.4f} -> {result['after']['cosine_mean']:.4f}; "
+        f"L2 {result['before']['l2_mean']:.4f} -> {result['after']['l2_mean']:.4f}; wrote {out} and {png}"
+    )
 
 
 @app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -21,8 +21,15 @@ from training.r2end.pipeline import TrainedR2END
 from training.r2end.projection import Projection
 
 
-def save_run(model: TrainedR2END, directory: Path, history_table: np.ndarray | None = None, history_items: int = 50,
-             dataset: str | None = None, split_hash: str | None = None, tower: torch.nn.Module | None = None) -> Path:
+def save_run(
+    model: TrainedR2END,
+    directory: Path,
+    history_table: np.ndarray | None = None,
+    history_items: int = 50,
+    dataset: str | None = None,
+    split_hash: str | None = None,
+    tower: torch.nn.Module | None = None,
+) -> Path:
     """Write ``model`` (the exportable form: final projection and item vectors) to ``directory``."""
     tmp = directory.with_name(directory.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -36,9 +43,15 @@ def save_run(model: TrainedR2END, directory: Path, history_table: np.ndarray | N
         np.save(tmp / "history_table.npy", history_table)
     if tower is not None:
         torch.save(tower, tmp / "tower.pt")
-    meta = {"config": model.config.model_dump(), "report": model.report, "item_documents": model.item_documents,
-            "history_items": history_items, "dataset": dataset, "split_hash": split_hash,
-            "distilled": model.student is not model.encoder}
+    meta = {
+        "config": model.config.model_dump(),
+        "report": model.report,
+        "item_documents": model.item_documents,
+        "history_items": history_items,
+        "dataset": dataset,
+        "split_hash": split_hash,
+        "distilled": model.student is not model.encoder,
+    }
     (tmp / "run.json").write_text(json.dumps(meta) + "\n")
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
@@ -54,7 +67,9 @@ def load_run(directory: Path) -> tuple[TrainedR2END, np.ndarray | None, dict[str
     config = R2ENDConfig(**meta["config"])
     encoder = load_encoder(config.encoder)
     encoder.max_seq_length = config.max_seq_length
-    student = SentenceTransformer(str(directory / "student"), device="cpu", local_files_only=True) if meta["distilled"] else encoder
+    student = (
+        SentenceTransformer(str(directory / "student"), device="cpu", local_files_only=True) if meta["distilled"] else encoder
+    )
     projection = None
     item_embeddings = np.load(directory / "item_embeddings.npy")
     if (directory / "projection.pt").exists():
@@ -64,6 +79,15 @@ def load_run(directory: Path) -> tuple[TrainedR2END, np.ndarray | None, dict[str
         projection.eval()
     history = np.load(directory / "history_table.npy") if (directory / "history_table.npy").exists() else None
     meta["tower"] = torch.load(directory / "tower.pt", weights_only=False) if (directory / "tower.pt").exists() else None
-    model = TrainedR2END(config, encoder, student, projection, item_embeddings, np.load(directory / "item_vectors.npy"),
-                         meta["item_documents"], meta["report"], name=config.variant)
+    model = TrainedR2END(
+        config,
+        encoder,
+        student,
+        projection,
+        item_embeddings,
+        np.load(directory / "item_vectors.npy"),
+        meta["item_documents"],
+        meta["report"],
+        name=config.variant,
+    )
     return model, history, meta

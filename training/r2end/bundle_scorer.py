@@ -34,5 +34,7 @@ class BundleScorer:
         if self.catalog.ids != ds.catalog.ids:
             raise ValueError("bundle catalogue does not match the dataset's items (different dataset or split?)")
         texts = self.history_texts(ds, histories)
-        vectors = np.concatenate([self.encoder.encode(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)])
+        vectors = np.concatenate(
+            [self.encoder.encode(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)]
+        )
         return vectors @ self.item_vectors.T

@@ -97,7 +97,9 @@ def train_and_report(
     if cold is None:
         from training.r2end.artifacts import save_run
 
-        summary["run"] = str(save_run(exportable, run_dir(ds.name, config.variant), history_table, history_items, ds.name, ds.split_hash, tower))
+        summary["run"] = str(
+            save_run(exportable, run_dir(ds.name, config.variant), history_table, history_items, ds.name, ds.split_hash, tower)
+        )
     bundle_path = export_to
     scratch = None
     if cold is not None and bundle_path is None:
@@ -106,15 +108,20 @@ def train_and_report(
     if bundle_path is not None:
         from training.export import export_bundle
 
-        manifest = export_bundle(exportable, ds, bundle_path, metrics={}, history_table=history_table, history_items=history_items, tower=tower)
+        manifest = export_bundle(
+            exportable, ds, bundle_path, metrics={}, history_table=history_table, history_items=history_items, tower=tower
+        )
         summary["bundle"] = str(bundle_path)
         summary["onnx_parity"] = manifest.metrics["onnx_parity"]
     extra: dict[str, Any] = {}
     if cold is not None:
         _add_cold_items(model, ds, cold, Path(bundle_path))
-        extra["cold_start"] = {"share": config.cold_start_share, "cold_items": int(cold.sum()),
-                               "training_view_users": train_ds.n_users,
-                               "how": "cold items embedded from metadata by the item ONNX graph (the service's PUT /items path)"}
+        extra["cold_start"] = {
+            "share": config.cold_start_share,
+            "cold_items": int(cold.sum()),
+            "training_view_users": train_ds.n_users,
+            "how": "cold items embedded from metadata by the item ONNX graph (the service's PUT /items path)",
+        }
     valid = evaluate(model, train_ds, "valid")
     test = evaluate(model, ds, "test")
     if cold is not None:
@@ -127,11 +134,28 @@ def train_and_report(
         summary.pop("bundle", None)
     out_dir = None if complete else runs_dir() / "partial-results"  # None: write_result's default (results_root)
     notes = f"teacher data: {account}" + ("" if complete else " — PARTIAL, not a final result")
-    path = write_result(ds, config.variant, test, config=config.model_dump(), valid=valid,
-                        training_log=base.report.get("projection_log", []) + getattr(model, "log", []),
-                        out_dir=out_dir, notes=notes, extra=extra)
-    summary.update({"result": str(path), "test": test.metrics, "valid": valid.metrics, "teacher": account,
-                    "complete": complete, "train_seconds": base.report["train_seconds"], **extra})
+    path = write_result(
+        ds,
+        config.variant,
+        test,
+        config=config.model_dump(),
+        valid=valid,
+        training_log=base.report.get("projection_log", []) + getattr(model, "log", []),
+        out_dir=out_dir,
+        notes=notes,
+        extra=extra,
+    )
+    summary.update(
+        {
+            "result": str(path),
+            "test": test.metrics,
+            "valid": valid.metrics,
+            "teacher": account,
+            "complete": complete,
+            "train_seconds": base.report["train_seconds"],
+            **extra,
+        }
+    )
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
     return summary
 
@@ -145,8 +169,9 @@ def _add_cold_items(model: Any, ds: PreparedDataset, cold: np.ndarray, bundle_pa
     manifest = B.load_manifest(bundle_path)
     encoder = OnnxTextEncoder(bundle_path / B.ITEM_ONNX, bundle_path / B.TOKENIZER, manifest.max_seq_length)
     rows = np.flatnonzero(cold)
-    vectors = np.concatenate([encoder.encode([item_document(None, ds.catalog.at(int(r))) for r in rows[i : i + 32]])
-                              for i in range(0, len(rows), 32)])
+    vectors = np.concatenate(
+        [encoder.encode([item_document(None, ds.catalog.at(int(r))) for r in rows[i : i + 32]]) for i in range(0, len(rows), 32)]
+    )
     if hasattr(model, "set_text_item_vectors"):  # R2END-Hybrid: item vectors are built from the text vectors
         model.set_text_item_vectors(rows, vectors)
         return
