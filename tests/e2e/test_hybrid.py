@@ -1,11 +1,12 @@
-"""R2END-Hybrid's algebra: the inner product is the per-user standardised sum it claims to be."""
+"""R2END-Hybrid's algebra: the inner product is the per-user standardised sum it claims to be (the SASRec input rule and the
+bundle arrays without torch: tests/unit/test_hybrid_bundle.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from index.hybrid import apply_map, item_vectors, sasrec_input, sasrec_positions, user_vectors
+from index.hybrid import apply_map, item_vectors, user_vectors
 from training.r2end.hybrid import _covariance, fit_parts, fit_text_to_sasrec
 
 
@@ -87,17 +88,6 @@ def test_the_text_to_sasrec_map_recovers_a_linear_relation():
     np.testing.assert_allclose(apply_map(mapping, text.astype(np.float32)), text @ true + 0.5, atol=1e-3)
 
 
-def test_sasrec_reads_the_last_max_len_trained_rows_left_padded_to_the_full_length():
-    trained = np.array([True, False, True, True, True])
-    rows = [4, 1, 0, 7, 2, 3]  # 1 is held out, 7 is beyond the catalogue (added live)
-    assert sasrec_positions(rows, trained, 3) == [2, 4, 5]  # rows 0, 2, 3
-    assert sasrec_positions(rows, trained, 10) == [0, 2, 4, 5]
-    batch = sasrec_input([rows, [1, 7], []], trained, 4)
-    np.testing.assert_array_equal(batch, [[5, 1, 3, 4], [0, 0, 0, 0], [0, 0, 0, 0]])
-    assert batch.dtype == np.int64
-
-
-@pytest.mark.slow
 def test_a_checkpoint_of_another_split_or_other_held_out_items_is_refused(tmp_path):
     import torch
 

@@ -1,4 +1,4 @@
-"""R2END-Hybrid bundles without torch: the arrays file and the manifest's dims are checked on load."""
+"""R2END-Hybrid without torch: the arrays file and the manifest's dims are checked on load; SASRec's input rule."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from index import bundle as B
-from index.hybrid import HybridUsers
+from index.hybrid import HybridUsers, sasrec_input, sasrec_positions
 
 H, D, N = 4, 3, 6
 
@@ -90,3 +90,13 @@ def test_index_dim_is_the_text_dim_unless_hybrid():
 def test_hybrid_users_refuse_a_bundle_without_the_section(tmp_path: Path):
     with pytest.raises(B.BundleError, match="not an R2END-Hybrid bundle"):
         HybridUsers(tmp_path, B.Manifest(**FIELDS))
+
+
+def test_sasrec_reads_the_last_max_len_trained_rows_left_padded_to_the_full_length():
+    trained = np.array([True, False, True, True, True])
+    rows = [4, 1, 0, 7, 2, 3]  # 1 is held out, 7 is beyond the catalogue (added live)
+    assert sasrec_positions(rows, trained, 3) == [2, 4, 5]  # rows 0, 2, 3
+    assert sasrec_positions(rows, trained, 10) == [0, 2, 4, 5]
+    batch = sasrec_input([rows, [1, 7], []], trained, 4)
+    np.testing.assert_array_equal(batch, [[5, 1, 3, 4], [0, 0, 0, 0], [0, 0, 0, 0]])
+    assert batch.dtype == np.int64
