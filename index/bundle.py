@@ -153,6 +153,11 @@ class Manifest(BaseModel):
     files: dict[str, str] = Field(description="sha256 of every file except the manifest")
 
     @property
+    def normalised_items(self) -> bool:
+        """Whether the index's item vectors are unit vectors (scores = cosines); R2END-Hybrid's are not."""
+        return self.hybrid is None
+
+    @property
     def index_dim(self) -> int:
         """Dim of the item vectors and the FAISS index: the text dim, plus SASRec's and a flag for hybrids."""
         return self.output_dim if self.hybrid is None else self.hybrid.sasrec_dim + self.output_dim + 1

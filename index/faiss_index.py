@@ -1,5 +1,8 @@
 """FAISS over L2-normalised item vectors: inner product = cosine.
 
+R2END-Hybrid bundles (:mod:`index.hybrid`) index their vectors as they are (``normalise_items``
+False): their inner product is the score itself, and normalising would change every ranking.
+
 Exact search (``IndexFlatIP``) by default; HNSW is selectable for large catalogues
 (its recall against exact search is measured by ``r2end index recall``). Items are
 addressed by catalogue row ids through ``IndexIDMap2`` so single items can be added,
@@ -26,14 +29,18 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 class ItemIndex:
     """A FAISS inner-product index keyed by integer item rows."""
 
-    def __init__(self, index: faiss.Index, kind: str):
+    def __init__(self, index: faiss.Index, kind: str, normalise_items: bool = True):
         self.index = index
         self.kind = kind
+        self.normalise_items = normalise_items
+        """Whether item vectors are L2-normalised on the way in (build and upsert)."""
 
     @classmethod
-    def build(cls, vectors: np.ndarray, kind: str = "flat", hnsw_m: int = 32, ef_search: int = 128) -> ItemIndex:
-        """Index ``vectors`` (rows = catalogue rows), normalised first."""
-        vectors = normalise(vectors)
+    def build(
+        cls, vectors: np.ndarray, kind: str = "flat", hnsw_m: int = 32, ef_search: int = 128, normalise_items: bool = True
+    ) -> ItemIndex:
+        """Index ``vectors`` (rows = catalogue rows), normalised first unless ``normalise_items`` is False."""
+        vectors = normalise(vectors) if normalise_items else np.ascontiguousarray(vectors, dtype=np.float32)
         dim = vectors.shape[1]
         base: faiss.Index
         if kind == "flat":
@@ -46,7 +53,7 @@ class ItemIndex:
             raise ValueError(f"unknown index kind {kind!r}; choose one of {INDEX_KINDS}")
         index = faiss.IndexIDMap2(base)
         index.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
-        return cls(index, kind)
+        return cls(index, kind, normalise_items)
 
     @property
     def dim(self) -> int:
@@ -61,6 +68,7 @@ class ItemIndex:
 
         ``queries`` must already be L2-normalised (the bundle's user graph ends with a
         normalisation), so scores are cosines; normalising again would only copy them.
+        (R2END-Hybrid: queries and items are not unit vectors, and scores are inner products.)
         """
         k = max(1, min(k, self.size))
         return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
@@ -71,7 +79,10 @@ class ItemIndex:
             raise NotImplementedError("live updates need the exact (flat) index")
         ids = np.array([row], dtype=np.int64)
         self.index.remove_ids(ids)  # type: ignore[arg-type]  # faiss' Python wrapper takes an id array; its stubs know only IDSelector
-        self.index.add_with_ids(normalise(vector.reshape(1, -1)), ids)
+        vectors = vector.reshape(1, -1)
+        self.index.add_with_ids(
+            normalise(vectors) if self.normalise_items else np.ascontiguousarray(vectors, dtype=np.float32), ids
+        )
 
     def remove(self, row: int) -> bool:
         """Remove one item; True if it was there."""
@@ -84,9 +95,9 @@ class ItemIndex:
         faiss.write_index(self.index, str(path))
 
     @classmethod
-    def load(cls, path: Path, kind: str) -> ItemIndex:
-        """Read an index file written by :meth:`save`."""
-        return cls(faiss.read_index(str(path)), kind)
+    def load(cls, path: Path, kind: str, normalise_items: bool = True) -> ItemIndex:
+        """Read an index file written by :meth:`save` (``normalise_items`` as it was built)."""
+        return cls(faiss.read_index(str(path)), kind, normalise_items)
 
 
 def recall_at_k(approx: ItemIndex, exact: ItemIndex, queries: np.ndarray, k: int = 10) -> float:

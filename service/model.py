@@ -5,6 +5,10 @@ The request path is split so the batcher can run the expensive part for many use
 :class:`~index.onnx_encoder.TextEncoder`, batched in the encode thread) -> :meth:`add_history`
 -> :meth:`search`. FAISS must not search while items are
 added or removed, so searches and mutations take the same lock (searches are short).
+
+An R2END-Hybrid bundle (manifest section ``hybrid``) adds SASRec's graph: :meth:`add_history`
+turns the text vectors z_u into hybrid user vectors, :meth:`embed_items` gives live items the
+new-item form (:mod:`index.hybrid`), and scores are inner products rather than cosines.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 from index import bundle as B
 from index.catalog import Catalog, ItemMeta
 from index.faiss_index import ItemIndex
+from index.hybrid import HybridUsers
 from index.onnx_encoder import OnnxTextEncoder
 from index.verbalize import HistoryEvent, item_document
 from service.live_catalog import LiveCatalog
@@ -34,7 +39,8 @@ UNIT_NORM_TOLERANCE = 1e-3
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """One recommended item and its cosine score."""
+    """One recommended item and its score: the cosine of user and item vectors, or for R2END-Hybrid
+    bundles their inner product (the user's SASRec score spread times the standardised sum)."""
 
     item: ItemMeta
     score: float
@@ -54,6 +60,7 @@ class ServingModel:
         int8: bool,
         history_table: Any = None,
         user_cache_size: int = 0,
+        hybrid: HybridUsers | None = None,
     ):
         self.path = path
         self.manifest = manifest
@@ -63,6 +70,7 @@ class ServingModel:
         self.catalog = LiveCatalog(catalog)
         self.int8 = int8
         self.history_table = history_table
+        self.hybrid = hybrid
         self.user_cache = UserVectorCache(user_cache_size) if user_cache_size else None
         """Text vectors z_u by history text (before any history tower); None when R2END_USER_CACHE_SIZE is 0."""
         self._lock = threading.Lock()
@@ -84,19 +92,20 @@ class ServingModel:
         if len(catalog) != manifest.n_items:
             raise B.BundleError(f"{path / B.CATALOG}: {len(catalog)} items, manifest says {manifest.n_items}")
         try:
-            index = ItemIndex.load(path / B.ITEM_INDEX, manifest.index_kind)
+            index = ItemIndex.load(path / B.ITEM_INDEX, manifest.index_kind, manifest.normalised_items)
         except RuntimeError as exc:
             raise B.BundleError(f"{path / B.ITEM_INDEX}: unreadable FAISS index ({exc})") from exc
-        if index.size != manifest.n_items or index.dim != manifest.output_dim:
+        if index.size != manifest.n_items or index.dim != manifest.index_dim:
             raise B.BundleError(
-                f"{path / B.ITEM_INDEX}: {index.size} vectors of dim {index.dim}, manifest says {manifest.n_items} x {manifest.output_dim}"
+                f"{path / B.ITEM_INDEX}: {index.size} vectors of dim {index.dim}, manifest says {manifest.n_items} x {manifest.index_dim}"
             )
         user = _encoder(path / user_file, path / B.TOKENIZER, manifest, settings.run_threads, settings.alone_threads)
         item = _encoder(path / B.ITEM_ONNX, path / B.TOKENIZER, manifest, settings.alone_threads)
         history = None
         if manifest.history_tower is not None:
             history = _history_tower(path / manifest.history_tower.file, manifest.history_tower, settings.run_threads)
-        return cls(path, manifest, user, item, index, catalog, settings.use_int8, history, settings.user_cache_size)
+        hybrid = HybridUsers(path, manifest, settings.run_threads) if manifest.hybrid is not None else None
+        return cls(path, manifest, user, item, index, catalog, settings.use_int8, history, settings.user_cache_size, hybrid)
 
     # ---- user side ---------------------------------------------------------------------------
     def get(self, item_id: str) -> ItemMeta | None:
@@ -112,7 +121,12 @@ class ServingModel:
         ``mean`` towers average a table's rows over the last items; ``sequence`` towers run their
         ONNX graph on the last items' rows. Items added live (rows beyond the trained catalogue)
         have no collaborative term, exactly like held-out items in training.
+
+        R2END-Hybrid: the hybrid user vector from z_u and SASRec's h_u over the last ``max_len``
+        trained rows (held-out and live items are left out of its input, as in training).
         """
+        if self.hybrid is not None:
+            return self.hybrid.users(vectors, history_rows)
         if self.history_table is None:
             return vectors
         tower = self.manifest.history_tower
@@ -135,7 +149,10 @@ class ServingModel:
 
     def _tower_positions(self, rows: Sequence[int]) -> list[int] | range:
         """Which of a history's rows (oldest first) the R2END+CF tower reads: the last ``max_items``
-        (``sequence``: of those in the trained catalogue, the others are left out)."""
+        (``sequence``: of those in the trained catalogue, the others are left out); R2END-Hybrid's
+        SASRec: the last ``max_len`` trained rows."""
+        if self.hybrid is not None:
+            return self.hybrid.positions(rows)
         tower = self.manifest.history_tower
         if self.history_table is None or tower is None:
             return []
@@ -147,8 +164,9 @@ class ServingModel:
     def events_read(self, events: Sequence[HistoryEvent], rows: Sequence[int]) -> int:
         """How many of the most recent ``events`` (chronological, deduplicated) the model reads.
 
-        The history text shows the verbaliser's selection; an R2END+CF tower reads its own window
-        of ``rows`` (the events' catalogue rows). Older events change nothing but ``exclude_seen``.
+        The history text shows the verbaliser's selection; an R2END+CF tower or R2END-Hybrid's SASRec
+        reads its own window of ``rows`` (the events' catalogue rows). Older events change nothing
+        but ``exclude_seen``.
         """
         shown = len(self.manifest.verbaliser.select(events))
         positions = self._tower_positions(rows)
@@ -179,8 +197,15 @@ class ServingModel:
         return self.index.kind == "flat"
 
     def embed_items(self, items: Sequence[ItemMeta]) -> np.ndarray:
-        """z_i for items: ``item_document(description, meta)`` through the item ONNX graph."""
-        return self.item_encoder.encode([item_document(item.description, item) for item in items])
+        """z_i for items: ``item_document(description, meta)`` through the item ONNX graph.
+
+        R2END-Hybrid: the new-item form ``[A z_i + a ; z_i ; 1]``, except for an item that replaces
+        one SASRec learned (same id, so same row): it keeps its SASRec row, ``[E_i ; z_i ; 0]``.
+        """
+        text = self.item_encoder.encode([item_document(item.description, item) for item in items])
+        if self.hybrid is None:
+            return text
+        return self.hybrid.items(text, [self.catalog.row(item.item_id) for item in items])
 
     def upsert(self, item: ItemMeta, vector: np.ndarray) -> bool:
         """Put an item into the index and catalogue at once; True if it is new."""
@@ -221,7 +246,8 @@ class ServingModel:
         for text in texts:
             for batch in batch_sizes:
                 vectors = self.user_encoder.encode([text] * batch)
-        self.search(vectors[:1], [10], [frozenset()])
+        rows = list(range(min(self.manifest.n_items, 3)))
+        self.search(self.add_history(vectors[:1], [rows]), [10], [frozenset()])
         self.embed_items(list(self.catalog)[:1])
         return time.perf_counter() - started
 

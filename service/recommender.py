@@ -32,11 +32,16 @@ class Recommender:
     async def recommend(self, model: ServingModel, queries: Sequence[Query]) -> list[RecommendResponse]:
         """Top-k for each query with ``model``; 503 (:class:`Unavailable`) when the encode queue is full."""
         vectors = await self._user_vectors(model, [q.text for q in queries])
+        hits = await run_in_threadpool(self._rank, model, vectors, queries)
+        return [response(model, query, found) for query, found in zip(queries, hits, strict=True)]
+
+    def _rank(self, model: ServingModel, vectors: np.ndarray, queries: Sequence[Query]) -> list[list[Hit]]:
+        """History term (an R2END+CF tower's or R2END-Hybrid's SASRec run) and search, off the event loop."""
         vectors = model.add_history(vectors, [q.history_rows for q in queries])
         started = time.perf_counter()
-        hits = await run_in_threadpool(model.search, vectors, [q.k for q in queries], [q.exclude for q in queries])
+        hits = model.search(vectors, [q.k for q in queries], [q.exclude for q in queries])
         self.metrics.search_seconds.observe((time.perf_counter() - started) / len(queries))
-        return [response(model, query, found) for query, found in zip(queries, hits, strict=True)]
+        return hits
 
     async def _user_vectors(self, model: ServingModel, texts: list[str]) -> np.ndarray:
         """Text vectors for ``texts``: from the model's cache where it has them, the rest encoded in batches."""

@@ -140,7 +140,11 @@ class ItemOut(BaseModel):
     )
 
     item_id: str
-    score: float | None = None
+    score: float | None = Field(
+        None,
+        description="higher = better; the cosine of user and item vectors, or for R2END-Hybrid bundles (variant *-hybrid) their "
+        "inner product, which is not bounded by 1 and compares items within one answer only",
+    )
     title: str | None = None
     categories: list[str] = []
     brand: str | None = None

@@ -11,7 +11,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import nn
@@ -21,9 +21,12 @@ from index.catalog import Catalog
 from index.faiss_index import ItemIndex, recall_at_k
 from index.onnx_encoder import OnnxTextEncoder
 from training.data.preprocess import PreparedDataset
-from training.onnx_graphs import OPSET, export_graph, export_tower, quantize_int8
+from training.onnx_graphs import OPSET, export_graph, export_sasrec, export_tower, quantize_int8
 from training.provenance import git_commit
 from training.r2end.pipeline import TrainedR2END
+
+if TYPE_CHECKING:
+    from training.r2end.hybrid import HybridModel
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ def export_bundle(
     history_items: int = 50,
     tower: nn.Module | None = None,
     fuse: bool = True,
+    hybrid: HybridModel | None = None,
 ) -> B.Manifest:
     """Write a complete, checksummed bundle to ``out_dir`` (atomically replaced) and return its manifest.
 
@@ -57,22 +61,28 @@ def export_bundle(
 
     ``history_table`` (R2END+CF history tower) adds per-item history embeddings that the
     service averages over a request's last ``history_items`` known items and adds to z_u.
+
+    ``hybrid`` (R2END-Hybrid, whose text path is ``model``): the index holds its vectors, and
+    SASRec's graph and the arrays of the inner product join the bundle (:mod:`index.hybrid`).
     """
+    if hybrid is not None and (history_table is not None or tower is not None):
+        raise ValueError("a bundle is R2END+CF or R2END-Hybrid, not both")
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     started = time.perf_counter()
     Catalog(ds.catalog).save_jsonl(tmp / B.CATALOG)
-    np.save(tmp / B.ITEM_VECTORS, model.item_vectors.astype(np.float32))
-    index = ItemIndex.build(model.item_vectors, index_kind)
+    item_vectors = (model.item_vectors if hybrid is None else hybrid.item_vectors).astype(np.float32)
+    np.save(tmp / B.ITEM_VECTORS, item_vectors)
+    index = ItemIndex.build(item_vectors, index_kind, normalise_items=hybrid is None)  # hybrid vectors are scores, not directions
     index.save(tmp / B.ITEM_INDEX)
     index_metrics: dict[str, float] = {}
     if index_kind != "flat":  # how much the approximate index loses against exact search
-        queries = model.item_vectors[
-            np.random.default_rng(0).choice(len(model.item_vectors), min(500, len(model.item_vectors)), replace=False)
-        ]
-        index_metrics["index_recall@10_vs_exact"] = recall_at_k(index, ItemIndex.build(model.item_vectors, "flat"), queries, 10)
+        queries = item_vectors[np.random.default_rng(0).choice(len(item_vectors), min(500, len(item_vectors)), replace=False)]
+        index_metrics["index_recall@10_vs_exact"] = recall_at_k(
+            index, ItemIndex.build(item_vectors, "flat", normalise_items=hybrid is None), queries, 10
+        )
     log.info("export: user and item graphs (ONNX opset %d)", OPSET)
     parity_texts = parity_texts or model.item_documents[:32]
     graphs = {
@@ -96,6 +106,15 @@ def export_bundle(
             "trained_items": len(ds.catalog),
         }
     parity = measure_parity(model, tmp, parity_texts)
+    hybrid_spec = None
+    if hybrid is not None:
+        log.info("export: R2END-Hybrid's SASRec graph and arrays")
+        export_sasrec(hybrid.net, tmp / B.SASREC_ONNX)
+        B.HybridArrays(hybrid.cov_cf, hybrid.cov_text, hybrid.mapping, hybrid.trained).save(tmp / B.HYBRID_ARRAYS)
+        hybrid_spec = B.HybridSpec(
+            max_len=hybrid.net.config.max_len, sasrec_dim=hybrid.net.config.hidden, weight=hybrid.weight, bias=hybrid.bias
+        )
+        parity.update(measure_hybrid_parity(hybrid, ds, tmp, hybrid_spec))
     log.info("export: ONNX vs PyTorch %s", parity)
     cfg = model.config
     fingerprint = f"{ds.name}-{cfg.variant}-{cfg.fingerprint()}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
@@ -124,6 +143,7 @@ def export_bundle(
             },
             "config": cfg.model_dump(),
             "history_tower": history,
+            "hybrid": hybrid_spec,
         },
     )
     if out_dir.exists():
@@ -154,3 +174,31 @@ def measure_parity(model: TrainedR2END, bundle_dir: Path, texts: list[str]) -> d
         result[f"{name}_max_abs_diff"] = float(np.abs(onnx - ref).max())
         result[f"{name}_min_cosine"] = float((onnx * ref).sum(1).min())
     return result
+
+
+def measure_hybrid_parity(
+    hybrid: HybridModel, ds: PreparedDataset, bundle_dir: Path, spec: B.HybridSpec, users: int = 32
+) -> dict[str, float]:
+    """Max |ONNX - PyTorch| of SASRec's h_u and of the whole hybrid user vector, over the first ``users``
+    test histories (held-out items in them are left out of SASRec's input on both sides)."""
+    import onnxruntime as ort
+
+    from index.hybrid import sasrec_input, user_vectors
+
+    histories = [ds.example(u, "test")[0] for u in range(min(users, ds.n_users))]
+    session = ort.InferenceSession(str(bundle_dir / B.SASREC_ONNX), providers=["CPUExecutionProvider"])
+    onnx_hidden = session.run(
+        None, {"history": sasrec_input([[r for r, _ in h] for h in histories], hybrid.trained, spec.max_len)}
+    )[0]
+    torch_hidden, torch_text = hybrid.users(ds, histories)
+    cfg = hybrid.base.config
+    onnx_text = OnnxTextEncoder(
+        bundle_dir / B.USER_ONNX, bundle_dir / B.TOKENIZER, cfg.max_seq_length, threads=cfg.threads
+    ).encode(hybrid.base.history_texts(ds, histories))
+    served = user_vectors(onnx_hidden, onnx_text, hybrid.cov_cf, hybrid.cov_text, spec.weight, spec.bias)
+    trained = user_vectors(torch_hidden, torch_text, hybrid.cov_cf, hybrid.cov_text, hybrid.weight, hybrid.bias)
+    return {
+        "sasrec_max_abs_diff": float(np.abs(onnx_hidden - torch_hidden).max()),
+        "hybrid_user_max_abs_diff": float(np.abs(served - trained).max()),
+        "hybrid_users": len(histories),
+    }

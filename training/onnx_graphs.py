@@ -1,4 +1,4 @@
-"""ONNX graphs of a bundle: token ids -> normalised vector (one graph per side), the CF tower, int8.
+"""ONNX graphs of a bundle: token ids -> normalised vector (one graph per side), the CF tower, SASRec, int8.
 
 One graph per side takes token ids and returns the final normalised vector, i.e. transformer
 + mean pooling + normalisation + projection + normalisation: optimum exports only the
@@ -193,6 +193,39 @@ def export_tower(tower: nn.Module, path: Path) -> None:
             input_names=["history"],
             output_names=["term"],
             dynamic_shapes={"sequence": {0: batch, 1: seq}},
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+            verbose=None if log.isEnabledFor(logging.DEBUG) else False,
+        )
+
+
+class LastHidden(nn.Module):
+    """SASRec's last hidden state h_u: left-padded item rows + 1 (B, max_len) -> (B, H) (R2END-Hybrid's user side)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
+        return self.net(sequence)[:, -1, :]
+
+
+def export_sasrec(net: nn.Module, path: Path) -> None:
+    """R2END-Hybrid's SASRec graph with a dynamic batch and the sequence length fixed at ``max_len``
+    (positions count from the left edge, so every input is padded to the full length)."""
+    graph = LastHidden(net).eval()
+    max_len = net.config.max_len
+    sample = torch.ones((2, max_len), dtype=torch.long)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.no_grad(), _quiet_exporter():
+        torch.onnx.export(
+            graph,
+            (sample,),
+            str(path),
+            input_names=["history"],
+            output_names=["hidden"],
+            dynamic_shapes={"sequence": {0: batch}},
             opset_version=OPSET,
             dynamo=True,
             external_data=False,
