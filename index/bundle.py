@@ -85,6 +85,9 @@ class HybridSpec(BaseModel):
     sasrec_dim: int = Field(gt=0, description="H, SASRec's hidden size")
     weight: float = Field(description="w, the text path's weight in SASRec score-spread units")
     bias: float = Field(description="b, new items' offset in units of the user's SASRec score spread")
+    text_scale: float = Field(
+        1.0, gt=0, description="c, the weight of a new item's text vector (new items are [A z + a ; c z ; 1])"
+    )
 
 
 @dataclass(frozen=True)

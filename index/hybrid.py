@@ -125,7 +125,7 @@ class HybridUsers:
         new = known < 0
         sasrec = np.zeros((len(rows), self.spec.sasrec_dim), dtype=np.float32)
         sasrec[~new] = self.sasrec_items[known[~new]]
-        return item_vectors(sasrec, text.astype(np.float32), new, self.arrays.mapping)
+        return item_vectors(sasrec, text.astype(np.float32), new, self.arrays.mapping, self.spec.text_scale)
 
 
 def _session(path: Path, threads: int) -> Any:

@@ -112,7 +112,11 @@ def export_bundle(
         export_sasrec(hybrid.net, tmp / B.SASREC_ONNX)
         B.HybridArrays(hybrid.cov_cf, hybrid.cov_text, hybrid.mapping, hybrid.trained).save(tmp / B.HYBRID_ARRAYS)
         hybrid_spec = B.HybridSpec(
-            max_len=hybrid.net.config.max_len, sasrec_dim=hybrid.net.config.hidden, weight=hybrid.weight, bias=hybrid.bias
+            max_len=hybrid.net.config.max_len,
+            sasrec_dim=hybrid.net.config.hidden,
+            weight=hybrid.weight,
+            bias=hybrid.bias,
+            text_scale=hybrid.text_scale,
         )
         parity.update(measure_hybrid_parity(hybrid, ds, tmp, hybrid_spec))
     log.info("export: ONNX vs PyTorch %s", parity)

@@ -13,12 +13,13 @@ the service tests' tiny bundle; docs/TUTORIAL.md runs it on the bookshop data se
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 
 import pytest
 from byod_util import FORMATS, expected
+from cli_util import r2end_in_process
+from encoder_util import build_tiny_encoder
 from locations import FIXTURES
 
 TEXT_PATH = ["--set", "rationale=item", "--set", "item_text=metadata"]  # ablation 3's settings: no teacher data
@@ -27,33 +28,7 @@ TEXT_PATH = ["--set", "rationale=item", "--set", "item_text=metadata"]  # ablati
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory) -> Path:
     """A sentence-transformers folder: 1-layer BERT (hidden 32) with MiniLM's tokenizer, mean pooling, normalisation."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules.normalize import Normalize
-    from sentence_transformers.base.modules.transformer import Transformer
-    from sentence_transformers.sentence_transformer.modules.pooling import Pooling
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from training.encoders import encoder_path
-
-    root = tmp_path_factory.mktemp("encoder")
-    tokenizer = AutoTokenizer.from_pretrained(str(encoder_path("all-MiniLM-L6-v2")), local_files_only=True)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(root / "bert")
-    tokenizer.save_pretrained(root / "bert")
-    model = SentenceTransformer(
-        modules=[Transformer(str(root / "bert"), max_seq_length=64), Pooling(32, "mean"), Normalize()], device="cpu"
-    )
-    model.save(str(root / "tiny"))
-    return root / "tiny"
+    return build_tiny_encoder(tmp_path_factory.mktemp("encoder"))
 
 
 @pytest.fixture(scope="module")
@@ -73,26 +48,6 @@ def home(tmp_path_factory):
                 os.environ[key] = value
 
 
-def cli(*args: str) -> str:
-    """``r2end ARGS`` in this process; returns its stdout, fails the test on a non-zero exit."""
-    from typer.testing import CliRunner
-
-    from training.cli import app
-
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level  # the CLI installs its own log handler: give pytest's back
-    try:
-        result = CliRunner().invoke(app, list(args), catch_exceptions=False)
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
-    assert result.exit_code == 0, f"r2end {' '.join(args)} exited {result.exit_code}:\n{result.output}"
-    return result.stdout  # without the log lines on stderr
-
-
 TRAINED: dict[str, tuple[str, Path, dict]] = {}
 
 
@@ -100,9 +55,9 @@ def add_and_train(fmt: str, tiny_encoder: Path) -> tuple[str, Path, dict]:
     """``r2end data add my-<fmt>`` and ``r2end train --dataset my-<fmt>`` on the text path (once per format)."""
     if fmt not in TRAINED:
         name = f"my-{fmt}"
-        cli("data", "add", name, "--format", fmt, "--path", str(FIXTURES / FORMATS[fmt]))
+        r2end_in_process("data", "add", name, "--format", fmt, "--path", str(FIXTURES / FORMATS[fmt]))
         summary = json.loads(
-            cli(
+            r2end_in_process(
                 "train",
                 "--dataset",
                 name,
@@ -165,7 +120,7 @@ def test_raw_files_to_a_served_bundle(fmt, home, tiny_encoder):
     ds = load_dataset(name)
     assert (manifest.dataset, manifest.split_hash, manifest.n_items) == (name, ds.split_hash, want["items"])
 
-    evaluated = cli("evaluate", str(bundle))
+    evaluated = r2end_in_process("evaluate", str(bundle))
     onnx_result = home / "results" / name / "text-onnx-fp32.json"
     assert str(onnx_result) in evaluated.replace("\n", "")
     record = json.loads(onnx_result.read_text())
@@ -194,7 +149,7 @@ def test_serve_and_report_take_the_dataset_name(home, tiny_encoder, tmp_path):
     from training.data.registry import load_dataset
 
     name, _, _ = add_and_train("recbole", tiny_encoder)
-    table = cli("report", "--dataset", name)
+    table = r2end_in_process("report", "--dataset", name)
     assert "| text |" in table and f"wrote {home / 'results' / (name + '.md')}" in table.replace("\n", "")
     port = free_port()
     env = child_env(

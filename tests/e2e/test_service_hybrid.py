@@ -48,6 +48,7 @@ def trained(tmp_path_factory):
     text_items = base.item_vectors.astype(np.float32)
     parts = fit_parts(net.items.weight[1:].detach().numpy(), text_items, trained_rows, 1.0)
     model = HybridModel(base, net, HybridConfig(), trained_rows, text_items, *parts, weight=0.5, bias=1.0, name="tiny-hybrid")
+    model.text_scale = 2.0  # c != 1, so the bundle must carry it for served new items to match training's
     bundle = tmp_path_factory.mktemp("hybrid") / "bundle"
     manifest = export_bundle(base, ds, bundle, int8=False, hybrid=model)
     return ds, model, bundle, manifest
@@ -77,7 +78,7 @@ def _served_users(serving, ds, histories) -> np.ndarray:
 
 def test_export_writes_the_hybrid_section_and_onnx_matches_torch(trained):
     _, model, bundle, manifest = trained
-    assert manifest.hybrid == B.HybridSpec(max_len=MAX_LEN, sasrec_dim=8, weight=0.5, bias=1.0)
+    assert manifest.hybrid == B.HybridSpec(max_len=MAX_LEN, sasrec_dim=8, weight=0.5, bias=1.0, text_scale=2.0)
     assert manifest.output_dim == model.text_items.shape[1] and manifest.index_dim == 8 + manifest.output_dim + 1
     assert {B.SASREC_ONNX, B.HYBRID_ARRAYS} <= set(manifest.files)
     parity = manifest.metrics["onnx_parity"]
@@ -118,7 +119,9 @@ def test_a_live_item_gets_the_new_item_form_and_a_replaced_one_keeps_its_sasrec_
     replaced = dataclasses.replace(ds.catalog.at(0), description="a new description of an old film")
     vectors = serving.embed_items([new, replaced])
     text = serving.item_encoder.encode([item_document(item.description, item) for item in (new, replaced)])
-    np.testing.assert_allclose(vectors[0], np.concatenate([apply_map(model.mapping, text[:1])[0], text[0], [1.0]]), atol=1e-5)
+    np.testing.assert_allclose(
+        vectors[0], np.concatenate([apply_map(model.mapping, text[:1])[0], 2.0 * text[0], [1.0]]), atol=1e-5
+    )
     np.testing.assert_allclose(vectors[1], np.concatenate([model.sasrec_items[0], text[1], [0.0]]), atol=1e-5)
     assert serving.events_read([HistoryEvent("x", 1)], [ds.n_items + 3]) == 1  # a live row: shown in the text, not read by SASRec
     assert serving.hybrid.positions([ds.n_items + 3]) == []

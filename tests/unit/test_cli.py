@@ -50,6 +50,19 @@ def test_set_rejects_malformed_items_and_unknown_keys(item, message):
     assert str(info.value) == message
 
 
+def test_a_known_variant_brings_its_settings_and_set_overrides_them(tmp_path):
+    """`r2end train --variant text-hybrid` is text-hybrid (the preset of training/r2end/config.py), not r2end renamed;
+    --set wins over the preset, and an unknown variant name only names the run."""
+    from training.cli.model import _r2end_config
+
+    hybrid = _r2end_config("ml-100k", "text-hybrid", None, [])
+    assert (hybrid.rationale, hybrid.item_text, hybrid.hybrid) == ("item", "metadata", {})
+    tuned = _r2end_config("ml-100k", "text-hybrid", None, ['hybrid={"weights": [0.5]}', "rationale=oracle"])
+    assert (tuned.rationale, tuned.hybrid) == ("oracle", {"weights": [0.5]})
+    plain = _r2end_config("ml-100k", "my-run", None, [])
+    assert plain.model_dump(exclude={"variant"}) == _r2end_config("ml-100k", "r2end", None, []).model_dump(exclude={"variant"})
+
+
 # --------------------------------------------------------------------------- serve
 
 

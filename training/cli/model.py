@@ -10,21 +10,29 @@ from typing import Annotated, Any
 import typer
 
 from training.cli.common import DatasetArg, FormatOpt, PathOpt, SetOpt, build_config, check_field, console, fail, load_dataset
+from training.r2end.config import ABLATIONS
 
 app = typer.Typer()
 log = logging.getLogger(__name__)
 
 DatasetOpt = Annotated[str, typer.Option(help="dataset: ml-100k, ml-1m or one added with `r2end data add`")]
-VariantOpt = Annotated[str, typer.Option(help="name of this configuration in results and bundles")]
+VariantOpt = Annotated[
+    str,
+    typer.Option(
+        help="name of this configuration in results and bundles; a known variant also brings its settings, which"
+        f" --config-file and --set override: {', '.join(ABLATIONS)}"
+    ),
+]
 BundleOutOpt = Annotated[Path | None, typer.Option(help="bundle output folder (default $R2END_HOME/bundles/<dataset>/<variant>)")]
 TeacherDirOpt = Annotated[Path | None, typer.Option(help="teacher data folder (default: the repo's data/teacher)")]
 
 
 def _r2end_config(dataset: str, variant: str, config_file: Path | None, sets: list[str], **extra: Any):
-    """R2ENDConfig from the dataset, variant, an optional JSON file and ``--set`` overrides (in that order)."""
+    """R2ENDConfig from the dataset, the variant's preset (training/r2end/config.py's ABLATIONS, when it names one), an
+    optional JSON file and ``--set`` overrides (in that order)."""
     from training.r2end.config import R2ENDConfig
 
-    values: dict[str, Any] = {"dataset": dataset, "variant": variant, **extra}
+    values: dict[str, Any] = {"dataset": dataset, "variant": variant, **ABLATIONS.get(variant, {}), **extra}
     if config_file is not None:
         try:
             from_file = json.loads(config_file.read_text())
@@ -174,6 +182,7 @@ def export(
         history_table=history,
         history_items=meta.get("history_items", 50),
         tower=meta.get("tower"),
+        hybrid=meta.get("hybrid"),
     )
     console.print_json(json.dumps({"bundle": str(target), **manifest.metrics}))
 

@@ -2,7 +2,9 @@
 
 A run folder holds the fine-tuned student (sentence-transformers format), the projection
 weights, the item embeddings/vectors, the item documents, the R2END+CF history table if
-any, and the config and training report. The frozen encoder is reloaded by name.
+any, R2END-Hybrid's parts if any (``hybrid.pt``: SASRec and the fitted arrays, so that
+``r2end export`` writes the same hybrid bundle ``r2end train --bundle`` would), and the config
+and training report. The frozen encoder is reloaded by name.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +21,11 @@ from training.encoders import load_encoder
 from training.r2end.config import R2ENDConfig
 from training.r2end.pipeline import TrainedR2END
 from training.r2end.projection import Projection
+
+if TYPE_CHECKING:
+    from training.r2end.hybrid import HybridModel
+
+HYBRID_FIELDS = ("trained", "text_items", "mapping", "cov_cf", "cov_text", "weight", "bias", "text_scale", "log", "name")
 
 
 def save_run(
@@ -29,6 +36,7 @@ def save_run(
     dataset: str | None = None,
     split_hash: str | None = None,
     tower: torch.nn.Module | None = None,
+    hybrid: HybridModel | None = None,
 ) -> Path:
     """Write ``model`` (the exportable form: final projection and item vectors) to ``directory``."""
     tmp = directory.with_name(directory.name + ".partial")
@@ -43,6 +51,11 @@ def save_run(
         np.save(tmp / "history_table.npy", history_table)
     if tower is not None:
         torch.save(tower, tmp / "tower.pt")
+    if hybrid is not None:
+        torch.save(
+            {"net": hybrid.net, "config": hybrid.config.model_dump(), **{k: getattr(hybrid, k) for k in HYBRID_FIELDS}},
+            tmp / "hybrid.pt",
+        )
     meta = {
         "config": model.config.model_dump(),
         "report": model.report,
@@ -60,7 +73,7 @@ def save_run(
 
 def load_run(directory: Path) -> tuple[TrainedR2END, np.ndarray | None, dict[str, Any]]:
     """``(model, history_table, meta)`` from a folder written by :func:`save_run`; ``meta["tower"]``
-    holds the R2END+CF sequence tower module when there is one."""
+    holds the R2END+CF sequence tower module, ``meta["hybrid"]`` the R2END-Hybrid model, when there is one."""
     from sentence_transformers import SentenceTransformer
 
     meta = json.loads((directory / "run.json").read_text())
@@ -90,4 +103,12 @@ def load_run(directory: Path) -> tuple[TrainedR2END, np.ndarray | None, dict[str
         meta["report"],
         name=config.variant,
     )
+    meta["hybrid"] = None
+    if (directory / "hybrid.pt").exists():
+        from training.r2end.hybrid import HybridConfig, HybridModel
+
+        parts = torch.load(directory / "hybrid.pt", weights_only=False)
+        meta["hybrid"] = HybridModel(
+            model, parts["net"].eval(), HybridConfig(**parts["config"]), **{k: parts[k] for k in HYBRID_FIELDS}
+        )
     return model, history, meta

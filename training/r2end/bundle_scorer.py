@@ -1,4 +1,5 @@
-"""Evaluate an exported bundle exactly as it is served: tokenizer + ONNX Runtime + item vectors."""
+"""Evaluate an exported bundle exactly as it is served: tokenizer + ONNX Runtime + item vectors
+(and, for R2END-Hybrid bundles, SASRec's graph with :class:`index.hybrid.HybridUsers`, as the service)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from index import bundle as B
 from index.catalog import Catalog
+from index.hybrid import HybridUsers
 from index.onnx_encoder import OnnxTextEncoder
 from training.data.preprocess import PreparedDataset
 
@@ -22,6 +24,7 @@ class BundleScorer:
         graph = B.USER_ONNX_INT8 if int8 else B.USER_ONNX
         self.encoder = OnnxTextEncoder(directory / graph, directory / B.TOKENIZER, self.manifest.max_seq_length, threads)
         self.item_vectors = np.load(directory / B.ITEM_VECTORS)
+        self.hybrid = HybridUsers(directory, self.manifest, threads or 1) if self.manifest.hybrid is not None else None
         self.batch_size = batch_size
         self.name = f"{self.manifest.variant}-onnx-{'int8' if int8 else 'fp32'}"
 
@@ -30,11 +33,16 @@ class BundleScorer:
         return ds.history_texts(histories, self.manifest.verbaliser)
 
     def score(self, ds: PreparedDataset, users: Sequence[int], histories: Sequence[list[tuple[int, int]]]) -> np.ndarray:
-        """Cosine of z_u (from ONNX) with every item vector, in the dataset's item order."""
+        """Inner product of the user vector with every item vector, in the dataset's item order: the cosine
+        of z_u (from ONNX), or for R2END-Hybrid bundles the hybrid user vector's (see :mod:`index.hybrid`)."""
         if self.catalog.ids != ds.catalog.ids:
             raise ValueError("bundle catalogue does not match the dataset's items (different dataset or split?)")
         texts = self.history_texts(ds, histories)
-        vectors = np.concatenate(
-            [self.encoder.encode(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)]
-        )
-        return vectors @ self.item_vectors.T
+        rows = [[row for row, _ in history] for history in histories]
+        parts = []
+        for start in range(0, len(texts), self.batch_size):
+            vectors = self.encoder.encode(texts[start : start + self.batch_size])
+            if self.hybrid is not None:
+                vectors = self.hybrid.users(vectors, rows[start : start + self.batch_size])
+            parts.append(vectors)
+        return np.concatenate(parts) @ self.item_vectors.T

@@ -75,7 +75,7 @@ def train_and_report(
     if not complete and not allow_partial:
         raise RuntimeError(f"teacher data incomplete for {config.variant} ({account}); use --allow-partial for a trial run")
     model: Any = base
-    exportable, history_table, history_items, tower = base, None, 50, None
+    exportable, history_table, history_items, tower, hybrid = base, None, 50, None, None
     if config.cf is not None:
         from training.r2end.collaborative import CFConfig, train_cf
 
@@ -87,18 +87,18 @@ def train_and_report(
     if config.hybrid is not None:
         if config.cf is not None:
             raise ValueError(f"{config.variant}: choose R2END+CF (cf) or R2END-Hybrid (hybrid), not both")
-        if export_to is not None:
-            raise ValueError(f"{config.variant}: R2END-Hybrid bundles are not exported yet; evaluate it without --bundle")
         from training.r2end.hybrid import HybridConfig, train_hybrid
 
-        model = train_hybrid(base, train_ds, HybridConfig(**config.hybrid), trainable)
+        model = hybrid = train_hybrid(base, train_ds, HybridConfig(**config.hybrid), trainable)
         model.name = config.variant
     summary: dict[str, Any] = {}
     if cold is None:
         from training.r2end.artifacts import save_run
 
         summary["run"] = str(
-            save_run(exportable, run_dir(ds.name, config.variant), history_table, history_items, ds.name, ds.split_hash, tower)
+            save_run(
+                exportable, run_dir(ds.name, config.variant), history_table, history_items, ds.name, ds.split_hash, tower, hybrid
+            )
         )
     bundle_path = export_to
     scratch = None
@@ -109,7 +109,14 @@ def train_and_report(
         from training.export import export_bundle
 
         manifest = export_bundle(
-            exportable, ds, bundle_path, metrics={}, history_table=history_table, history_items=history_items, tower=tower
+            exportable,
+            ds,
+            bundle_path,
+            metrics={},
+            history_table=history_table,
+            history_items=history_items,
+            tower=tower,
+            hybrid=hybrid,
         )
         summary["bundle"] = str(bundle_path)
         summary["onnx_parity"] = manifest.metrics["onnx_parity"]
