@@ -73,6 +73,28 @@ def test_teacher_outputs_are_used(trained):
     assert stages["distillation"]["trained"] is True
 
 
+def test_a_rationale_subset_is_seeded_nested_and_is_what_is_distilled(trained, tmp_path):
+    """The learning curve's subsets (R2ENDConfig.rationale_users): same seed, same users; a smaller one inside a larger."""
+    from training.r2end.pipeline import rationale_subset
+
+    users = np.arange(100, 200)
+    small, large = rationale_subset(users, 10, 22), rationale_subset(users, 40, 22)
+    assert len(small) == 10 and set(small) <= set(large) and (np.diff(large) > 0).all()
+    assert np.array_equal(small, rationale_subset(users, 10, 22)) and not np.array_equal(small, rationale_subset(users, 10, 5))
+    assert np.array_equal(rationale_subset(users, 500, 22), users)  # more than there are: all of them
+
+    ds, _, _, _ = trained
+    teacher_dir = tmp_path / "teacher"
+    cache = TeacherCache(cache_path(teacher_dir, ds.name, "oracle"))
+    for task in build_tasks(ds, "oracle"):
+        cache.append({"key": task_key(task, TEACHER), "status": "ok", "text": _fixture_text(ds, task), "subject": task.subject})
+    config = R2ENDConfig(
+        dataset=ds.name, teacher_model=TEACHER, item_text="metadata", rationale_users=3, distill=False, projection=False
+    )
+    targets = train_r2end(config, ds, teacher_dir).report["stages"]["targets"]
+    assert targets["distillation_examples"] == 3 and targets["rationale_users"] == {"asked": 3, "used": 3}
+
+
 def test_distillation_moves_student_towards_targets(trained):
     ds, model, _, _ = trained
     examples = [ds.example(u, "train") for u in range(ds.n_users)]

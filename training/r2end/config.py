@@ -32,6 +32,12 @@ class R2ENDConfig(BaseModel):
     )
     target_metadata: bool = Field(True, description="append the true item's metadata to the rationale (R'_u)")
     rs_top_k: int = 100
+    rationale_users: int | None = Field(
+        None,
+        gt=0,
+        description="distil on the rationales of this many users only, drawn with `seed` (a learning curve: how many "
+        "rationales a dataset needs); None = every user with one. The projection still trains on every user",
+    )
     distill: bool = True
     distill_epochs: int = 1
     distill_batch_size: int = 16

@@ -95,6 +95,13 @@ class _Scorer:
         return self.model.user_vectors(self.model.history_texts(ds, histories), self.projection) @ self.item_vectors.T
 
 
+def rationale_subset(users: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """``size`` of ``users`` drawn with ``seed``, in their original order; a smaller ``size``'s draw is a prefix of a
+    larger one's (one permutation per seed), so the learning curve's subsets are nested."""
+    order = np.random.default_rng(seed).permutation(len(users))
+    return np.sort(users[order[:size]])
+
+
 def train_r2end(
     config: R2ENDConfig, ds: PreparedDataset, data_dir: Path | None = None, trainable: np.ndarray | None = None
 ) -> TrainedR2END:
@@ -141,8 +148,11 @@ def train_r2end(
         kind = "oracle" if config.rationale == "oracle" else "unguided"
         rationales = _teacher(config, ds, kind, data_dir)
         keep = np.array([u for u, user in enumerate(ds.users) if f"user:{user}" in rationales.texts], dtype=np.int64)
-        raw = [rationales.texts[f"user:{ds.users[u]}"] for u in keep]
         teacher_info = {"rationales": rationales.summary()}
+        if config.rationale_users is not None:
+            keep = rationale_subset(keep, config.rationale_users, config.seed)
+            teacher_info["rationale_users"] = {"asked": config.rationale_users, "used": len(keep)}
+        raw = [rationales.texts[f"user:{ds.users[u]}"] for u in keep]
         if config.rationale == "unguided-rs" and len(keep):
             ranks = _rank_of_targets(encode(encoder, raw, config.encode_batch_size), item_embeddings, targets[keep])
             accepted = ranks < config.rs_top_k
