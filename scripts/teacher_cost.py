@@ -71,10 +71,19 @@ def main(argv: list[str] | None = None) -> None:
     for r in records:
         if "finished_at" in r:
             runs.setdefault(r.get("run", "?"), []).append(r["finished_at"])
+    span_total, timed = 0.0, 0
     for run, times in sorted(runs.items(), key=lambda kv: -len(kv[1])):
+        times.sort()
+        span_total += times[-1] - times[0]
+        timed += len(times) - 1
         if len(times) >= 3:
-            times.sort()
             print(f"  run {run}: {len(times)} records, {(times[-1] - times[0]) / (len(times) - 1):.1f} wall s per record")
+    if timed:
+        per_record = span_total / timed
+        print(
+            f"  all runs: {span_total / 3600:.2f} wall hours between first and last record of each run (pauses and"
+            f" shared-CPU time included): {per_record:.1f} s per record, {per_record * 1000 / 3600:.2f} wall hours per 1,000"
+        )
     per_user = statistics.mean(completion)
     print("\nGPU-hours from published output-token throughput (ESTIMATES, not measured here):")
     print(f"  generated tokens per user (measured mean): {per_user:.1f}")
