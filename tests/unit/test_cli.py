@@ -137,3 +137,30 @@ def test_verbose_is_a_global_option(tmp_path):
     assert "--verbose" in r2end("--help", tmp_path=tmp_path).stdout
     result = r2end("--verbose", "data", "stats", "nope", tmp_path=tmp_path)
     assert result.returncode == 2 and "unknown dataset 'nope'" in result.stdout
+
+
+# --------------------------------------------------------------------------- teach sample
+
+
+def test_teach_sample_is_a_seeded_draw_of_usable_or_flagged_records(tmp_path):
+    """docs/TEACHER.md quotes `r2end teach sample`: the same seed gives the same records, --flagged only flagged ones."""
+    import json
+
+    folder = tmp_path / "teacher" / "toy"
+    folder.mkdir(parents=True)
+    records = [
+        {"key": f"k{i}", "subject": f"user:{i}", "status": "ok" if i % 4 else "flagged", "model": "m", "text": f"text {i}"}
+        for i in range(20)
+    ]
+    records[4]["problem"] = "too short"
+    (folder / "oracle.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    base = ["teach", "sample", "toy", "--model", "m", "--data-dir", str(tmp_path / "teacher"), "--n", "3"]
+
+    first, again = (r2end(*base, "--seed", "7", tmp_path=tmp_path) for _ in range(2))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == again.stdout and first.stdout.startswith("3 of 15 ok oracle records")
+    assert first.stdout.count("**user:") == 3 and "flagged" not in first.stdout.split("\n", 1)[1]
+    flagged = r2end(*base, "--flagged", "--n", "9", tmp_path=tmp_path)
+    assert flagged.stdout.startswith("5 of 5 flagged") and "**user:4** (2 words, too short):" in flagged.stdout
+    wrong = r2end("teach", "sample", "toy", "--kind", "rationale", "--data-dir", str(tmp_path / "teacher"), tmp_path=tmp_path)
+    assert wrong.returncode == 2 and "error: --kind 'rationale': expected one of oracle, description, unguided" in wrong.stdout

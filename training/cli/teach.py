@@ -124,6 +124,42 @@ def teach_status(
     console.print(table)
 
 
+@app.command("sample")
+def teach_sample(
+    dataset: str,
+    kind: Annotated[str, typer.Option(help="oracle, description or unguided")] = "oracle",
+    n: Annotated[int, typer.Option(min=1, help="how many records")] = 5,
+    seed: Annotated[int, typer.Option(help="the draw's seed (the same seed and data give the same records)")] = 0,
+    flagged: Annotated[bool, typer.Option("--flagged", help="draw from the flagged records instead of the usable ones")] = False,
+    model: str = "qwen2.5-coder-1.5b",
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Print a seeded random draw of teacher outputs as Markdown, to read what the teacher writes."""
+    import random
+
+    from training.paths import teacher_data_dir
+    from training.teacher.cache import TeacherCache
+    from training.teacher.runner import cache_path
+    from training.teacher.tasks import KINDS
+
+    if kind not in KINDS:
+        fail(f"--kind {kind!r}: expected one of {', '.join(KINDS)}")
+    path = cache_path(data_dir or teacher_data_dir(dataset), dataset, kind)
+    if not path.is_file():
+        fail(f"{path}: no teacher data; run `r2end teach run {dataset} --kinds {kind}` first")
+    wanted = "flagged" if flagged else "ok"
+    pool = sorted(
+        (r for r in TeacherCache(path).records() if r.get("status") == wanted and r.get("model") == model),
+        key=lambda r: str(r.get("subject")),
+    )
+    chosen = sorted(random.Random(seed).sample(pool, min(n, len(pool))), key=lambda r: str(r.get("subject")))
+    console.print(f"{len(chosen)} of {len(pool)} {wanted} {kind} records in {path} (seed {seed})\n", markup=False)
+    for record in chosen:
+        problem = f", {record['problem']}" if record.get("problem") else ""
+        console.print(f"**{record.get('subject')}** ({len(str(record.get('text', '')).split())} words{problem}):", markup=False)
+        console.print(f"> {record.get('text', '')}\n", markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command("compact")
 def teach_compact(dataset: str, data_dir: DataDirOpt = None) -> None:
     """Rewrite the cache files sorted by key (the committed form)."""
