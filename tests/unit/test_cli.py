@@ -162,5 +162,10 @@ def test_teach_sample_is_a_seeded_draw_of_usable_or_flagged_records(tmp_path):
     assert first.stdout.count("**user:") == 3 and "flagged" not in first.stdout.split("\n", 1)[1]
     flagged = r2end(*base, "--flagged", "--n", "9", tmp_path=tmp_path)
     assert flagged.stdout.startswith("5 of 5 flagged") and "**user:4** (2 words, too short):" in flagged.stdout
+    named = r2end(*base, "--subject", "user:4", "--subject", "user:5", tmp_path=tmp_path)
+    assert named.stdout.startswith("2 oracle records") and "**user:4** (2 words, too short, flagged):" in named.stdout
+    assert "**user:5** (2 words):" in named.stdout
+    unknown = r2end(*base, "--subject", "user:99", tmp_path=tmp_path)
+    assert unknown.returncode == 2 and "no m record for user:99" in unknown.stdout
     wrong = r2end("teach", "sample", "toy", "--kind", "rationale", "--data-dir", str(tmp_path / "teacher"), tmp_path=tmp_path)
     assert wrong.returncode == 2 and "error: --kind 'rationale': expected one of oracle, description, unguided" in wrong.stdout

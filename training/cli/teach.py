@@ -131,10 +131,13 @@ def teach_sample(
     n: Annotated[int, typer.Option(min=1, help="how many records")] = 5,
     seed: Annotated[int, typer.Option(help="the draw's seed (the same seed and data give the same records)")] = 0,
     flagged: Annotated[bool, typer.Option("--flagged", help="draw from the flagged records instead of the usable ones")] = False,
+    subject: Annotated[
+        list[str] | None, typer.Option("--subject", help="print these records instead of a draw, e.g. item:529 or user:12")
+    ] = None,
     model: str = "qwen2.5-coder-1.5b",
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Print a seeded random draw of teacher outputs as Markdown, to read what the teacher writes."""
+    """Print a seeded random draw of teacher outputs (or the records of --subject) as Markdown, to read what the teacher writes."""
     import random
 
     from training.paths import teacher_data_dir
@@ -147,15 +150,21 @@ def teach_sample(
     path = cache_path(data_dir or teacher_data_dir(dataset), dataset, kind)
     if not path.is_file():
         fail(f"{path}: no teacher data; run `r2end teach run {dataset} --kinds {kind}` first")
-    wanted = "flagged" if flagged else "ok"
-    pool = sorted(
-        (r for r in TeacherCache(path).records() if r.get("status") == wanted and r.get("model") == model),
-        key=lambda r: str(r.get("subject")),
-    )
-    chosen = sorted(random.Random(seed).sample(pool, min(n, len(pool))), key=lambda r: str(r.get("subject")))
-    console.print(f"{len(chosen)} of {len(pool)} {wanted} {kind} records in {path} (seed {seed})\n", markup=False)
+    records = [r for r in TeacherCache(path).records() if r.get("model") == model]
+    if subject:
+        chosen = [r for r in records if r.get("subject") in subject]
+        missing = sorted(set(subject) - {str(r.get("subject")) for r in chosen})
+        if missing:
+            fail(f"{path}: no {model} record for {', '.join(missing)}")
+        console.print(f"{len(chosen)} {kind} records in {path}\n", markup=False)
+    else:
+        wanted = "flagged" if flagged else "ok"
+        pool = sorted((r for r in records if r.get("status") == wanted), key=lambda r: str(r.get("subject")))
+        chosen = sorted(random.Random(seed).sample(pool, min(n, len(pool))), key=lambda r: str(r.get("subject")))
+        console.print(f"{len(chosen)} of {len(pool)} {wanted} {kind} records in {path} (seed {seed})\n", markup=False)
     for record in chosen:
         problem = f", {record['problem']}" if record.get("problem") else ""
+        problem += ", flagged" if subject and record.get("status") != "ok" else ""
         console.print(f"**{record.get('subject')}** ({len(str(record.get('text', '')).split())} words{problem}):", markup=False)
         console.print(f"> {record.get('text', '')}\n", markup=False, highlight=False, soft_wrap=True)
 
