@@ -95,6 +95,32 @@ def test_a_rationale_subset_is_seeded_nested_and_is_what_is_distilled(trained, t
     assert targets["distillation_examples"] == 3 and targets["rationale_users"] == {"asked": 3, "used": 3}
 
 
+def test_an_identical_distillation_comes_from_the_student_cache(trained, tmp_path, monkeypatch):
+    """The cache returns the student trained on the very same inputs, and any change of input trains a new one."""
+    from training.r2end.distill import cached_student, student_key
+
+    monkeypatch.setenv("R2END_HOME", str(tmp_path / "home"))
+    ds, model, _, _ = trained
+    histories = model.history_texts(ds, [ds.example(u, "train")[0] for u in range(4)])
+    targets = model.item_embeddings[:4]
+    config = R2ENDConfig(dataset=ds.name, distill_batch_size=2, distill_lr=5e-5, threads=1)
+    trained_once, first = cached_student(config, histories, targets)
+    cached, second = cached_student(config, histories, targets)
+    assert (first["cache"], second["cache"], first["key"]) == ("stored", "hit", second["key"])
+    np.testing.assert_allclose(encode(cached, histories), encode(trained_once, histories), atol=1e-6)
+    assert not np.allclose(encode(cached, histories), encode(model.encoder, histories), atol=1e-4)  # it was distilled
+    keys = {
+        student_key(config, histories, targets),
+        student_key(config, histories[:3] + ["another history"], targets),
+        student_key(config, histories, targets + 1e-3),
+        student_key(config.model_copy(update={"distill_lr": 1e-5}), histories, targets),
+        student_key(config.model_copy(update={"seed": 1}), histories, targets),
+    }
+    assert len(keys) == 5
+    _, off = cached_student(config.model_copy(update={"student_cache": False}), histories, targets)
+    assert off["cache"] == "off"
+
+
 def test_distillation_moves_student_towards_targets(trained):
     ds, model, _, _ = trained
     examples = [ds.example(u, "train") for u in range(ds.n_users)]

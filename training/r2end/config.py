@@ -69,10 +69,13 @@ class R2ENDConfig(BaseModel):
 
     threads: int = 2
     encode_batch_size: int = 64
+    student_cache: bool = Field(
+        True, description="reuse a student distilled from identical inputs before ($R2END_HOME/cache/students)"
+    )
 
     def fingerprint(self) -> str:
         """Short hash of everything that changes the trained model (the variant name excluded)."""
-        payload = self.model_dump(exclude={"variant", "threads", "encode_batch_size"})
+        payload = self.model_dump(exclude={"variant", "threads", "encode_batch_size", "student_cache"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 

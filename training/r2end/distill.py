@@ -3,12 +3,22 @@
 Uses sentence-transformers' own trainer and :class:`MSELoss` (the labels are the
 frozen encoder's embeddings of R'_u); paper defaults: 1 epoch, batch 16, lr 1e-5.
 Progress goes through this module's logger (the trainer's own printer and bars are off).
+
+Distillation is most of a training's time and many variants distil the same student (the
+projection ablations, R2END+CF and R2END-Hybrid differ only after it), so a distilled student is
+kept under ``$R2END_HOME/cache/students/<key>``, the key a hash of everything it is computed
+from: the histories and target vectors themselves, the encoder, the distillation settings, the
+thread count, this module's source and the library versions (:func:`student_key`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +38,56 @@ def _progress_callback() -> Any:
             log.info("distillation step %d/%d %s", state.global_step, state.max_steps, shown)
 
     return LogProgress()
+
+
+def student_key(config: R2ENDConfig, histories: list[str], targets: np.ndarray) -> str:
+    """A content hash of a distillation's inputs: equal keys, equal students (same code, libraries and threads)."""
+    import sentence_transformers
+    import torch
+    import transformers
+
+    from training.encoders import encoder_path
+
+    settings = {
+        "encoder": str(encoder_path(config.encoder)),
+        "max_seq_length": config.max_seq_length,
+        "epochs": config.distill_epochs,
+        "batch_size": config.distill_batch_size,
+        "lr": config.distill_lr,
+        "seed": config.seed,
+        "threads": config.threads,
+        "versions": [torch.__version__, transformers.__version__, sentence_transformers.__version__],
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    digest.update(Path(__file__).read_bytes())
+    digest.update("\x1e".join(histories).encode())
+    digest.update(np.ascontiguousarray(targets, dtype=np.float32).tobytes())
+    return digest.hexdigest()[:24]
+
+
+def cached_student(config: R2ENDConfig, histories: list[str], targets: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    """The distilled student for these inputs, from the cache when an identical distillation ran before; and what happened."""
+    from training.encoders import load_encoder
+    from training.paths import home
+
+    key = student_key(config, histories, targets)
+    folder = home() / "cache" / "students" / key
+    if config.student_cache and (folder / "DONE").is_file():
+        log.info("distillation: the identical student is cached (%s), not retrained", folder)
+        student = load_encoder(str(folder))
+        student.max_seq_length = config.max_seq_length
+        return student, {"cache": "hit", "key": key}
+    student = load_encoder(config.encoder)
+    student.max_seq_length = config.max_seq_length
+    distill_student(config, student, histories, targets)
+    if config.student_cache:
+        tmp = folder.with_name(key + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        student.save(str(tmp))
+        (tmp / "DONE").write_text(json.dumps({"examples": len(histories)}))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.replace(folder)
+    return student, {"cache": "stored" if config.student_cache else "off", "key": key}
 
 
 def distill_student(config: R2ENDConfig, student, histories: list[str], targets: np.ndarray):

@@ -22,7 +22,7 @@ from training.data.preprocess import PreparedDataset
 from training.encoders import load_encoder
 from training.evaluation.evaluator import evaluate
 from training.r2end.config import R2ENDConfig
-from training.r2end.distill import distill_student
+from training.r2end.distill import cached_student
 from training.r2end.projection import Projection, project, train_projection
 from training.r2end.teacher_data import TeacherTexts, load_teacher_texts
 
@@ -169,10 +169,9 @@ def train_r2end(
 
     # 3. student distillation (MSE)
     t0 = time.perf_counter()
+    cache: dict[str, Any] = {}
     if config.distill and len(keep):
-        student = load_encoder(config.encoder)
-        student.max_seq_length = config.max_seq_length
-        distill_student(config, student, [histories[u] for u in keep], target_vectors)
+        student, cache = cached_student(config, [histories[u] for u in keep], target_vectors)
     else:
         student = encoder
     stage(
@@ -180,6 +179,7 @@ def train_r2end(
         t0,
         trained=bool(config.distill and len(keep)),
         steps=int(np.ceil(len(keep) / config.distill_batch_size)) * config.distill_epochs,
+        **cache,
     )
 
     model = TrainedR2END(config, encoder, student, None, item_embeddings, item_embeddings, documents, report, name=config.variant)
