@@ -63,6 +63,12 @@ def test_a_known_variant_brings_its_settings_and_set_overrides_them(tmp_path):
     assert plain.model_dump(exclude={"variant"}) == _r2end_config("ml-100k", "r2end", None, []).model_dump(exclude={"variant"})
 
 
+def test_ablations_refuse_a_cold_share_given_by_set(tmp_path):
+    """`--set cold_start_share` was silently overwritten by --cold-start's default (0): it is refused, naming the option."""
+    out = r2end("ablations", "--only", "r2end", "--set", "cold_start_share=0.1", tmp_path=tmp_path)
+    assert out.returncode == 2 and "error: --set cold_start_share: use --cold-start SHARE" in out.stdout
+
+
 # --------------------------------------------------------------------------- serve
 
 

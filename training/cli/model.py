@@ -23,6 +23,7 @@ VariantOpt = Annotated[
         f" --config-file and --set override: {', '.join(ABLATIONS)}"
     ),
 ]
+RunVariantOpt = Annotated[str, typer.Option(help="the run to export: the --variant it was trained with")]
 BundleOutOpt = Annotated[Path | None, typer.Option(help="bundle output folder (default $R2END_HOME/bundles/<dataset>/<variant>)")]
 TeacherDirOpt = Annotated[Path | None, typer.Option(help="teacher data folder (default: the repo's data/teacher)")]
 
@@ -152,7 +153,7 @@ def train(
 @app.command("export")
 def export(
     dataset: DatasetOpt = "ml-100k",
-    variant: VariantOpt = "r2end",
+    variant: RunVariantOpt = "r2end",
     bundle: BundleOutOpt = None,
     index: Annotated[
         str, typer.Option(help="flat (exact) or hnsw (approximate; recall vs exact is measured and stored)")
@@ -202,7 +203,9 @@ def ablations(
     """The paper's Table 2 and the R2END+CF variants, each a config switch, one result file each."""
     from training.r2end.run import ablation_configs, train_and_report
 
-    base = _r2end_config(dataset, "r2end", None, [*(set_ or []), f"cold_start_share={cold_start}"])
+    if any(item.partition("=")[0].strip() == "cold_start_share" for item in set_ or []):
+        fail("--set cold_start_share: use --cold-start SHARE (it also names the results <variant>-cold)")
+    base = _r2end_config(dataset, "r2end", None, set_ or [], cold_start_share=cold_start)
     try:
         configs = ablation_configs(base, only.split(",") if only else None)
     except ValueError as exc:
