@@ -400,3 +400,38 @@ def test_soak_failure_rules_and_windows():
     rows = soak.windows(run, record, t0, seconds=30.0, width=10.0)
     assert [r["failed"] for r in rows] == [1, 2, 0] and [r["reloads"] for r in rows] == [0, 1, 0]
     assert rows[0]["ok_per_s"] == pytest.approx(0.1) and rows[1]["rss_mb"] == pytest.approx(110)
+
+
+def test_learning_curve_reads_the_runs_and_pairs_them_with_the_reference(tmp_path, monkeypatch, capsys):
+    """scripts/plot_learning_curve.py: points sorted by rationales used, paired differences, a refused split mismatch."""
+    import json
+
+    curve = load_script("plot_learning_curve")
+    folder = tmp_path / "toy"
+    folder.mkdir()
+
+    def write(name: str, ndcg: list[float], users_asked: int | None, notes: str = "", split: str = "s") -> None:
+        record = {
+            "model": name,
+            "split_hash": split,
+            "config": {"rationale_users": users_asked},
+            "notes": notes,
+            "test": {"HR@10": 0.5},
+            "valid": {"NDCG@10": 0.1},
+            "git_commit": "abcdef0123",
+            "per_user_test": {"users": [3, 1, 2, 0], "HR@10": [1, 0, 0, 1], "NDCG@10": ndcg},
+        }
+        (folder / f"{name}.json").write_text(json.dumps(record))
+
+    write("ref", [0.1, 0.1, 0.1, 0.1], None)
+    write("all", [0.3, 0.3, 0.3, 0.3], None, notes="descriptions 9/9 (flagged 0); rationales 40/41 (flagged 1)")
+    write("small", [0.2, 0.2, 0.2, 0.2], 10)
+    monkeypatch.setattr(curve, "results_dir", lambda: tmp_path)
+    curve.main(["toy", "--variants", "all", "small", "--reference", "ref"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    assert rows[0].startswith("| 10 | small | 0.2000 [0.2000, 0.2000]") and "+0.1000 [+0.1000, +0.1000]" in rows[0]
+    assert rows[1].startswith("| 40 | all | 0.3000") and rows[2].startswith("| 0 (true item as target) | ref | 0.1000")
+    assert (folder / "learning-curve.png").stat().st_size > 0
+    write("other", [0.2, 0.2, 0.2, 0.2], 5, split="t")
+    with pytest.raises(ValueError, match="different splits"):
+        curve.main(["toy", "--variants", "other", "--reference", "ref"])
