@@ -22,7 +22,7 @@ def test_dashboard_metric_names_exist_in_the_app(service):
         spec = http.get("/openapi.json").json()
     routes = set(spec["paths"])
     referenced = set().union(*(metrics_in(expr) for expr in dashboard_expressions()))
-    assert {"http_request_duration_seconds_bucket", "r2end_encode_seconds_bucket"} <= referenced
+    assert {"http_request_duration_seconds_bucket", "r2end_encode_seconds_bucket", "r2end_in_flight_requests"} <= referenced
     assert referenced <= exported, f"not exported: {sorted(referenced - exported)}"
     for handler in set().union(*(re.findall(r'handler="([^"]+)"', e) for e in dashboard_expressions())):
         assert handler in routes, handler

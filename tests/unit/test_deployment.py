@@ -24,12 +24,13 @@ from deployment_util import (
     dashboard_expressions,
     dockerfile_instructions,
     env_of,
+    metrics_in,
     one,
     runtime_stage,
 )
 from service_util import REPO, START_COMMAND
 
-from service.metrics import METRICS_PATH
+from service.metrics import METRICS_PATH, ServiceMetrics
 from service.settings import ServiceSettings
 
 PROMETHEUS_DOCKERFILE = REPO / "docker" / "prometheus" / "Dockerfile"
@@ -101,6 +102,42 @@ def test_grafana_datasource_matches_dashboard():
         assert panel["datasource"]["uid"] == prometheus["uid"]
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == prometheus["uid"]
+
+
+def test_dashboard_panels_have_unique_ids_and_do_not_overlap():
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids)), ids
+    cells: dict[tuple[int, int], int] = {}
+    for panel in panels:
+        pos = panel["gridPos"]
+        assert pos["x"] >= 0 and pos["w"] > 0 and pos["h"] > 0 and pos["x"] + pos["w"] <= 24, panel["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"panel {panel['id']} overlaps panel {cells[x, y]}"
+                cells[x, y] = panel["id"]
+
+
+NOT_ON_DASHBOARD = {
+    "r2end_user_cache_lookups": "exists only with R2END_USER_CACHE_SIZE > 0 (off by default: a panel would have no data)",
+    "r2end_live_item_changes": "live writes show under handler /items/{item_id} in 'Requests per second by route and status'",
+}
+
+
+def test_dashboard_shows_every_service_metric():
+    """Each of the service's own collectors is on a panel (or named above with the reason it is not).
+
+    A dashboard without the in-flight panel fails here: ``r2end_in_flight_requests`` is what an operator
+    watches under overload (admission control refuses beyond R2END_MAX_INFLIGHT).
+    """
+    referenced = set().union(*(metrics_in(expr) for expr in dashboard_expressions()))
+    suffixes = ("", "_total", "_bucket", "_sum", "_count")
+    families = {family.name for family in ServiceMetrics().registry.collect()}
+    assert set(NOT_ON_DASHBOARD) <= families, sorted(set(NOT_ON_DASHBOARD) - families)
+    assert {"r2end_in_flight_requests", "r2end_errors", "r2end_rejected_requests"} <= families
+    missing = {name for name in families - set(NOT_ON_DASHBOARD) if not referenced & {name + s for s in suffixes}}
+    assert not missing, f"service metrics without a dashboard panel: {sorted(missing)}"
+    assert "r2end_in_flight_requests" in referenced
 
 
 def test_dockerfile_stages_user_and_ports():
