@@ -57,7 +57,7 @@ COLD_ROWS = [
     ("pop-cold", "Pop"),
 ]
 METADATA_NOTE = (
-    "¹ items embedded from metadata only (`item_text=metadata`: this dataset's teacher descriptions are missing or incomplete)."
+    "¹ items embedded from metadata only (`item_text=metadata`: no teacher descriptions, by the variant's design or because they are missing)."
 )
 TEACHER_ROWS = {
     "r2end",
