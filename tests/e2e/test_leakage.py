@@ -176,7 +176,9 @@ def spied_training(monkeypatch):
         )
         return real_projection(config, user_vectors, positive_rows, item_vectors, **kwargs)
 
-    monkeypatch.setattr(pipeline, "distill_student", distill)
+    from training.r2end import distill as distillation
+
+    monkeypatch.setattr(distillation, "distill_student", distill)  # what the student cache calls on a miss
     monkeypatch.setattr(pipeline, "train_projection", projection)
     return seen
 
@@ -192,7 +194,15 @@ def _write_teacher(ds: PreparedDataset, data_dir: Path) -> None:
 
 def _config(**update) -> R2ENDConfig:
     return R2ENDConfig(
-        **{"dataset": "movies", "teacher_model": TEACHER, "projection_dim": 16, "projection_epochs": 1, "threads": 1, **update}
+        **{
+            "dataset": "movies",
+            "teacher_model": TEACHER,
+            "projection_dim": 16,
+            "projection_epochs": 1,
+            "threads": 1,
+            "student_cache": False,  # the spy must see every distillation, and its fake students must not be kept
+            **update,
+        }
     )
 
 
