@@ -97,6 +97,7 @@ def test_a_rationale_subset_is_seeded_nested_and_is_what_is_distilled(trained, t
 
 def test_an_identical_distillation_comes_from_the_student_cache(trained, tmp_path, monkeypatch):
     """The cache returns the student trained on the very same inputs, and any change of input trains a new one."""
+    from training.encoders import load_encoder
     from training.r2end.distill import cached_student, student_key
 
     monkeypatch.setenv("R2END_HOME", str(tmp_path / "home"))
@@ -104,8 +105,12 @@ def test_an_identical_distillation_comes_from_the_student_cache(trained, tmp_pat
     histories = model.history_texts(ds, [ds.example(u, "train")[0] for u in range(4)])
     targets = model.item_embeddings[:4]
     config = R2ENDConfig(dataset=ds.name, distill_batch_size=2, distill_lr=5e-5, threads=1)
-    trained_once, first = cached_student(config, histories, targets)
-    cached, second = cached_student(config, histories, targets)
+
+    def fresh():
+        return load_encoder(config.encoder)
+
+    trained_once, first = cached_student(config, histories, targets, fresh)
+    cached, second = cached_student(config, histories, targets, fresh)
     assert (first["cache"], second["cache"], first["key"]) == ("stored", "hit", second["key"])
     np.testing.assert_allclose(encode(cached, histories), encode(trained_once, histories), atol=1e-6)
     assert not np.allclose(encode(cached, histories), encode(model.encoder, histories), atol=1e-4)  # it was distilled
@@ -117,7 +122,7 @@ def test_an_identical_distillation_comes_from_the_student_cache(trained, tmp_pat
         student_key(config.model_copy(update={"seed": 1}), histories, targets),
     }
     assert len(keys) == 5
-    _, off = cached_student(config.model_copy(update={"student_cache": False}), histories, targets)
+    _, off = cached_student(config.model_copy(update={"student_cache": False}), histories, targets, fresh)
     assert off["cache"] == "off"
 
 

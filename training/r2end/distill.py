@@ -18,6 +18,7 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,11 @@ def student_key(config: R2ENDConfig, histories: list[str], targets: np.ndarray) 
     return digest.hexdigest()[:24]
 
 
-def cached_student(config: R2ENDConfig, histories: list[str], targets: np.ndarray) -> tuple[Any, dict[str, Any]]:
-    """The distilled student for these inputs, from the cache when an identical distillation ran before; and what happened."""
+def cached_student(
+    config: R2ENDConfig, histories: list[str], targets: np.ndarray, fresh: Callable[[], Any]
+) -> tuple[Any, dict[str, Any]]:
+    """The distilled student for these inputs, from the cache when an identical distillation ran before, else ``fresh()``
+    (the encoder to fine-tune) distilled and stored; and what happened."""
     from training.encoders import load_encoder
     from training.paths import home
 
@@ -77,8 +81,7 @@ def cached_student(config: R2ENDConfig, histories: list[str], targets: np.ndarra
         student = load_encoder(str(folder))
         student.max_seq_length = config.max_seq_length
         return student, {"cache": "hit", "key": key}
-    student = load_encoder(config.encoder)
-    student.max_seq_length = config.max_seq_length
+    student = fresh()
     distill_student(config, student, histories, targets)
     if config.student_cache:
         tmp = folder.with_name(key + ".partial")

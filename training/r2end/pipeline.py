@@ -171,7 +171,13 @@ def train_r2end(
     t0 = time.perf_counter()
     cache: dict[str, Any] = {}
     if config.distill and len(keep):
-        student, cache = cached_student(config, [histories[u] for u in keep], target_vectors)
+
+        def fresh_student() -> Any:
+            student = load_encoder(config.encoder)
+            student.max_seq_length = config.max_seq_length
+            return student
+
+        student, cache = cached_student(config, [histories[u] for u in keep], target_vectors, fresh_student)
     else:
         student = encoder
     stage(
