@@ -56,9 +56,7 @@ COLD_ROWS = [
     ("sasrec-ce-cold", "SASRec-CE"),
     ("pop-cold", "Pop"),
 ]
-METADATA_NOTE = (
-    "¹ items embedded from metadata only (`item_text=metadata`: no teacher descriptions, by the variant's design or because they are missing)."
-)
+METADATA_NOTE = "¹ items embedded from metadata only (`item_text=metadata`: no teacher descriptions, by the variant's design or because they are missing)."
 TEACHER_ROWS = {
     "r2end",
     "r2end-long-projection",
