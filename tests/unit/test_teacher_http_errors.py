@@ -6,6 +6,7 @@ The backend against a real llama.cpp server: tests/e2e/test_teacher_http.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -117,6 +118,14 @@ def test_transient_errors_are_retried_then_succeed(stub_factory):
     body = stub.requests[-1][2]
     assert body["model"] == "served-model" and body["max_tokens"] == 7 and body["temperature"] == 0.0
     assert body["seed"] == 22 and body["cache_prompt"] is True
+    assert "frequency_penalty" not in body  # off: the body every request had before the penalty existed
+
+
+def test_a_frequency_penalty_is_sent_when_set(stub_factory):
+    stub = stub_factory([(200, completion(), {})])
+    penalised = dataclasses.replace(request(), frequency_penalty=0.3)
+    asyncio.run(generate(OpenAIHTTPBackend(stub.url, "served-model", max_retries=0), penalised))
+    assert stub.requests[-1][2]["frequency_penalty"] == 0.3
 
 
 def test_persistent_server_errors_and_bad_payloads_raise_teacher_error(stub_factory):

@@ -7,7 +7,7 @@ import asyncio
 from training.teacher.backends.base import GenerationRequest, GenerationResult
 from training.teacher.cache import TeacherCache
 from training.teacher.prompts import DESCRIPTION
-from training.teacher.runner import BRIEF_INSTRUCTION, CONTINUE_INSTRUCTION, run_tasks, task_key
+from training.teacher.runner import BRIEF_INSTRUCTION, CONTINUE_INSTRUCTION, LOOP_PENALTY, run_tasks, task_key
 from training.teacher.tasks import TeacherTask
 
 SHORT = "Users who prefer drama, romance, and comedy would find this item suitable."
@@ -87,6 +87,43 @@ def test_a_truncated_answer_is_asked_again_for_plain_sentences_with_more_room(tm
     retry = backend.requests[1]
     assert retry.max_tokens > DESCRIPTION.max_tokens
     assert retry.messages[-1]["content"].endswith(BRIEF_INSTRUCTION.format(max_words=DESCRIPTION.max_words))
+
+
+def test_an_answer_truncated_twice_gets_a_last_try_with_a_frequency_penalty(tmp_path):
+    """A loop ("- Comedy - Comedy - ...") survives the plain-sentences retry at temperature 0; a penalty breaks it."""
+    loop = f"{SHORT} - Comedy - Comedy - Comedy"
+
+    class LoopsUnlessPenalised(ScriptedBackend):
+        async def generate(self, request):
+            result = await super().generate(request)
+            return GenerationResult(result.text, "stop" if request.frequency_penalty else "length")
+
+    cache = TeacherCache(tmp_path / "description.jsonl")
+    backend = LoopsUnlessPenalised([loop, loop, f"{SHORT} {MORE}"])
+    summary = run(backend, cache)
+    record = cache.get(task_key(task(), "scripted"))
+    assert record["status"] == "ok" and record["text"] == f"{SHORT} {MORE}"
+    assert record["attempts"] == 3 and record["loop_penalty"] == LOOP_PENALTY and summary.retries == 2
+    first, brief, last = backend.requests
+    assert first.frequency_penalty == brief.frequency_penalty == 0 and last.frequency_penalty == LOOP_PENALTY > 0
+    assert last.messages == brief.messages and last.max_tokens == brief.max_tokens  # only the sampling changes
+
+    class LoopsAnyway(ScriptedBackend):
+        async def generate(self, request):
+            return GenerationResult((await super().generate(request)).text, "length")
+
+    cache = TeacherCache(tmp_path / "again.jsonl")
+    run(LoopsAnyway([loop, loop, loop]), cache)  # still cut at the token limit: flagged
+    record = cache.get(task_key(task(), "scripted"))
+    assert record["status"] == "flagged" and record["problem"] == "truncated" and record["attempts"] == 3
+
+
+def test_other_problems_get_one_retry_only(tmp_path):
+    cache = TeacherCache(tmp_path / "description.jsonl")
+    backend = ScriptedBackend([SHORT, "Yes."])
+    run(backend, cache)
+    record = cache.get(task_key(task(), "scripted"))
+    assert record["attempts"] == 2 and "loop_penalty" not in record and len(backend.requests) == 2
 
 
 def test_a_continuation_cut_by_the_token_limit_keeps_its_complete_sentences(tmp_path):

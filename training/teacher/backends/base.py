@@ -26,6 +26,9 @@ class GenerationRequest:
     max_tokens: int
     temperature: float = 0.0
     seed: int = 22
+    frequency_penalty: float = 0.0
+    """OpenAI's ``frequency_penalty``: logits of tokens already generated lowered by this times their count (0: off,
+    and then not sent, so every other request's body stays what it was)."""
 
 
 @dataclass

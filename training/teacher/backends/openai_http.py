@@ -64,6 +64,7 @@ class OpenAIHTTPBackend:
             "temperature": request.temperature,
             "max_tokens": request.max_tokens,
             "seed": request.seed,
+            **({"frequency_penalty": request.frequency_penalty} if request.frequency_penalty else {}),
             **self.extra_body,
         }
         async with self._slots:
