@@ -9,7 +9,7 @@ Layout::
     item_vectors.npy       projected, L2-normalised item vectors z_i (float32)
     item_index.faiss       FAISS index over item_vectors (ids = rows)
     user_encoder.onnx      tokens -> z_u (student encoder + pooling + projection + L2 norm)
-    user_encoder.int8.onnx the same, dynamically quantised to int8 (optional)
+    user_encoder.int8.onnx the same, dynamically quantised to int8 (optional; what it costs: metrics.int8, :class:`Int8Cost`)
     item_encoder.onnx      tokens -> z_i (frozen encoder + pooling + projection + L2 norm)
     tokenizer.json         the encoders' tokenizer (Hugging Face ``tokenizers`` format)
 
@@ -131,6 +131,40 @@ class HybridArrays:
         return cls(**{name: a.astype(np.float32) if a.dtype.kind == "f" else a for name, a in arrays.items()})
 
 
+class Int8Cost(BaseModel):
+    """``metrics["int8"]``: what serving the int8 user graph costs against fp32, measured at export.
+
+    The same validation users are scored twice as the service scores them (the bundle's user graph in
+    each precision, then its R2END+CF term or R2END-Hybrid's SASRec, then its item vectors) by the one
+    evaluator (seen items masked). ``relative_loss`` is the share of validation NDCG@10 that int8 loses
+    (negative: it gained); above ``max_relative_loss``, the threshold export was given, serve fp32.
+    """
+
+    stage: str = "valid"
+    users: int = Field(ge=1, description="validation users scored (all of them, or a seeded sample)")
+    ndcg10_fp32: float = Field(description="validation NDCG@10 with the fp32 user graph")
+    ndcg10_int8: float = Field(description="validation NDCG@10 with the int8 user graph")
+    relative_loss: float = Field(description="(fp32 - int8) / fp32 of validation NDCG@10; 0 when fp32 is 0")
+    top10_overlap: float = Field(ge=0, le=1, description="mean |top-10 fp32 ∩ top-10 int8| / 10 per user")
+    text_cosine_min: float = Field(description="min cosine of the user graph's z_u, int8 against fp32")
+    text_cosine_mean: float
+    max_relative_loss: float = Field(ge=0, description="the threshold of relative_loss export warned above")
+    seconds: float = Field(0.0, description="time the measurement took at export")
+
+    @property
+    def exceeds(self) -> bool:
+        """Whether int8 loses more validation NDCG@10 than the threshold allows."""
+        return self.relative_loss > self.max_relative_loss
+
+    def describe(self) -> str:
+        """One line with the numbers, for logs."""
+        return (
+            f"int8 vs fp32 user graph on {self.users} {self.stage} users: NDCG@10 {self.ndcg10_fp32:.4f} -> "
+            f"{self.ndcg10_int8:.4f} ({-100 * self.relative_loss:+.1f}%), top-10 overlap {self.top10_overlap:.3f}, "
+            f"z_u cosine min {self.text_cosine_min:.4f} (mean {self.text_cosine_mean:.4f})"
+        )
+
+
 class Manifest(BaseModel):
     """``manifest.json``: what the bundle is and how it was made."""
 
@@ -159,6 +193,13 @@ class Manifest(BaseModel):
     def normalised_items(self) -> bool:
         """Whether the index's item vectors are unit vectors (scores = cosines); R2END-Hybrid's are not."""
         return self.hybrid is None
+
+    @property
+    def int8_cost(self) -> Int8Cost | None:
+        """``metrics["int8"]`` (:class:`Int8Cost`), or None for a bundle exported without it; raises
+        pydantic's ValidationError if it is malformed."""
+        raw = self.metrics.get("int8")
+        return None if raw is None else Int8Cost.model_validate(raw)
 
     @property
     def index_dim(self) -> int:

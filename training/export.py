@@ -2,7 +2,9 @@
 
 The ONNX graphs themselves (one per side, fused where ONNX Runtime can fuse them, the CF
 tower, int8) are made by :mod:`training.onnx_graphs`. Parity with PyTorch is measured on
-real texts at export time and stored in the manifest, with how each graph was made.
+real texts at export time and stored in the manifest, with how each graph was made. When the int8
+user graph is written, what it costs is measured too (:func:`measure_int8_cost`: validation NDCG@10
+and top-10 agreement against fp32, scored as served) and stored as ``metrics.int8``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from index import bundle as B
@@ -26,9 +29,29 @@ from training.provenance import git_commit
 from training.r2end.pipeline import TrainedR2END
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from training.r2end.bundle_scorer import BundleScorer
     from training.r2end.hybrid import HybridModel
 
 log = logging.getLogger(__name__)
+
+
+class Int8Check(BaseModel):
+    """How export measures the int8 user graph against fp32 (stored as ``metrics.int8``, :class:`index.bundle.Int8Cost`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    users: int = Field(
+        1000,
+        ge=0,
+        description="validation users scored in each precision: all of them up to this many, else a seeded sample "
+        "(ML-100K's 943 all fit); 0 = do not measure",
+    )
+    max_relative_loss: float = Field(
+        0.02, ge=0, description="warn (serve fp32) when int8 loses more than this share of validation NDCG@10"
+    )
+    seed: int = 0
 
 
 def torch_reference(model: TrainedR2END, texts: list[str], student: bool = True) -> np.ndarray:
@@ -53,6 +76,7 @@ def export_bundle(
     tower: nn.Module | None = None,
     fuse: bool = True,
     hybrid: HybridModel | None = None,
+    int8_check: Int8Check | None = None,
 ) -> B.Manifest:
     """Write a complete, checksummed bundle to ``out_dir`` (atomically replaced) and return its manifest.
 
@@ -64,6 +88,9 @@ def export_bundle(
 
     ``hybrid`` (R2END-Hybrid, whose text path is ``model``): the index holds its vectors, and
     SASRec's graph and the arrays of the inner product join the bundle (:mod:`index.hybrid`).
+
+    ``int8_check`` (default :class:`Int8Check`): with ``int8``, how the int8 graph's cost is measured
+    on validation users (``metrics.int8``); a loss above its threshold is logged as a warning.
     """
     if hybrid is not None and (history_table is not None or tower is not None):
         raise ValueError("a bundle is R2END+CF or R2END-Hybrid, not both")
@@ -122,34 +149,38 @@ def export_bundle(
     log.info("export: ONNX vs PyTorch %s", parity)
     cfg = model.config
     fingerprint = f"{ds.name}-{cfg.variant}-{cfg.fingerprint()}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    manifest = B.write_manifest(
-        tmp,
-        {
-            "bundle_version": fingerprint,
-            "variant": cfg.variant,
-            "encoder": cfg.encoder,
-            "embedding_dim": int(model.item_embeddings.shape[1]),
-            "output_dim": int(model.item_vectors.shape[1]),
-            "max_seq_length": int(cfg.max_seq_length),
-            "index_kind": index_kind,
-            "dataset": ds.name,
-            "split_hash": ds.split_hash,
-            "git_commit": git_commit(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "n_items": len(ds.catalog),
-            "verbaliser": cfg.verbaliser,
-            "metrics": {
-                **(metrics or {}),
-                **index_metrics,
-                "onnx_parity": parity,
-                "onnx_graphs": graphs,
-                "export_seconds": round(time.perf_counter() - started, 1),
-            },
-            "config": cfg.model_dump(),
-            "history_tower": history,
-            "hybrid": hybrid_spec,
+    fields: dict[str, Any] = {
+        "bundle_version": fingerprint,
+        "variant": cfg.variant,
+        "encoder": cfg.encoder,
+        "embedding_dim": int(model.item_embeddings.shape[1]),
+        "output_dim": int(model.item_vectors.shape[1]),
+        "max_seq_length": int(cfg.max_seq_length),
+        "index_kind": index_kind,
+        "dataset": ds.name,
+        "split_hash": ds.split_hash,
+        "git_commit": git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "n_items": len(ds.catalog),
+        "verbaliser": cfg.verbaliser,
+        "metrics": {
+            **(metrics or {}),
+            **index_metrics,
+            "onnx_parity": parity,
+            "onnx_graphs": graphs,
+            "export_seconds": round(time.perf_counter() - started, 1),
         },
-    )
+        "config": cfg.model_dump(),
+        "history_tower": history,
+        "hybrid": hybrid_spec,
+    }
+    manifest = B.write_manifest(tmp, fields)
+    check = int8_check or Int8Check()
+    if int8 and check.users > 0:  # scored through the bundle as written, so after its manifest (and then again with the cost)
+        cost = measure_int8_cost(tmp, ds, check, cfg.threads)
+        fields["metrics"]["int8"] = cost.model_dump()
+        fields["metrics"]["export_seconds"] = round(time.perf_counter() - started, 1)
+        manifest = B.write_manifest(tmp, fields)
     if out_dir.exists():
         old = out_dir.with_name(out_dir.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -178,6 +209,62 @@ def measure_parity(model: TrainedR2END, bundle_dir: Path, texts: list[str]) -> d
         result[f"{name}_max_abs_diff"] = float(np.abs(onnx - ref).max())
         result[f"{name}_min_cosine"] = float((onnx * ref).sum(1).min())
     return result
+
+
+def measure_int8_cost(bundle_dir: Path, ds: PreparedDataset, check: Int8Check, threads: int | None = None) -> B.Int8Cost:
+    """The int8 user graph against fp32 on validation users, each scored as the service scores it
+    (:class:`~training.r2end.bundle_scorer.BundleScorer`: the user graph, then the R2END+CF term or
+    R2END-Hybrid's SASRec, then the item vectors) and evaluated by the one evaluator; logs the numbers,
+    and a warning when int8 loses more than ``check.max_relative_loss`` of validation NDCG@10."""
+    from training.evaluation.evaluator import evaluate
+    from training.r2end.bundle_scorer import BundleScorer
+
+    started = time.perf_counter()
+    users = np.arange(ds.n_users)
+    if ds.n_users > check.users:
+        users = np.sort(np.random.default_rng(check.seed).choice(ds.n_users, check.users, replace=False))
+    runs = {}
+    for precision in ("fp32", "int8"):
+        scorer = _KeepsText(BundleScorer(bundle_dir, int8=precision == "int8", threads=threads))
+        result = evaluate(scorer, ds, "valid", users=users.tolist(), keep_per_user=False, keep_top10=True)
+        runs[precision] = (result, np.concatenate(scorer.text))
+    (fp32, text32), (int8, text8) = runs["fp32"], runs["int8"]
+    ndcg32, ndcg8 = fp32.metrics["NDCG@10"], int8.metrics["NDCG@10"]
+    overlap = [len(set(a) & set(b)) / max(len(a), len(b)) if a or b else 1.0 for a, b in zip(fp32.top10, int8.top10, strict=True)]
+    cosine = (text32 * text8).sum(1) / np.maximum(np.linalg.norm(text32, axis=1) * np.linalg.norm(text8, axis=1), 1e-12)
+    cost = B.Int8Cost(
+        users=len(users),
+        ndcg10_fp32=round(ndcg32, 6),
+        ndcg10_int8=round(ndcg8, 6),
+        relative_loss=round((ndcg32 - ndcg8) / ndcg32, 6) if ndcg32 > 0 else 0.0,
+        top10_overlap=round(float(np.mean(overlap)), 6),
+        text_cosine_min=round(float(cosine.min()), 6),
+        text_cosine_mean=round(float(cosine.mean()), 6),
+        max_relative_loss=check.max_relative_loss,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    log.info("export: %s (%.1f s)", cost.describe(), cost.seconds)
+    if cost.exceeds:
+        log.warning(
+            "export: the int8 user graph loses %.1f%% of validation NDCG@10 (more than Int8Check.max_relative_loss, %.1f%%): "
+            "serve this bundle in fp32 (leave R2END_USE_INT8 unset); the service warns if it is started with int8",
+            100 * cost.relative_loss,
+            100 * check.max_relative_loss,
+        )
+    return cost
+
+
+class _KeepsText:
+    """A :class:`BundleScorer` that keeps the user graph's z_u it scored with (for the fp32/int8 cosine)."""
+
+    def __init__(self, scorer: BundleScorer):
+        self.scorer, self.name = scorer, scorer.name
+        self.text: list[np.ndarray] = []
+
+    def score(self, ds: PreparedDataset, users: Sequence[int], histories: Sequence[list[tuple[int, int]]]) -> np.ndarray:
+        text = self.scorer.text_vectors(ds, histories)
+        self.text.append(text)
+        return self.scorer.scores(self.scorer.user_vectors(text, histories))
 
 
 def measure_hybrid_parity(

@@ -48,6 +48,9 @@ def test_train_exports_a_hybrid_bundle_that_matches_torch(trained):
     evaluated = json.loads(r2end_in_process("evaluate", summary["bundle"], "--no-write"))  # the bundle through ONNX Runtime
     for metric in ("HR@10", "NDCG@10"):
         assert evaluated[metric] == pytest.approx(summary["test"][metric], abs=1e-3)
+    cost = manifest.int8_cost  # measured at export through SASRec's graph too, as served
+    assert cost is not None and cost.stage == "valid" and cost.users >= 1 and 0 <= cost.top10_overlap <= 1
+    assert cost.ndcg10_fp32 == pytest.approx(summary["valid"]["NDCG@10"], abs=1e-3)
 
 
 def test_export_from_the_run_folder_writes_the_same_hybrid_bundle(trained):

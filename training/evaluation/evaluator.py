@@ -43,6 +43,8 @@ class EvalResult:
     mask_history: bool
     users: list[int] = field(default_factory=list)
     per_user: dict[str, list[float]] = field(default_factory=dict)
+    top10: list[list[int]] = field(default_factory=list)
+    """With ``keep_top10``: each user's recommended top 10 (item rows, ascending; masked items left out)."""
 
 
 def tail_items(ds: PreparedDataset, head_share: float = 0.2) -> np.ndarray:
@@ -63,12 +65,15 @@ def evaluate(
     batch_size: int = 256,
     users: Sequence[int] | None = None,
     keep_per_user: bool = True,
+    keep_top10: bool = False,
 ) -> EvalResult:
-    """HR@5/10, NDCG@5/10, long-tail HR/NDCG@10 and coverage@10 over ``users`` (default: all)."""
+    """HR@5/10, NDCG@5/10, long-tail HR/NDCG@10 and coverage@10 over ``users`` (default: all); with
+    ``keep_top10``, each user's top 10 too (to compare two models' lists)."""
     users = list(range(ds.n_users)) if users is None else list(users)
     hits = {k: [] for k in CUTOFFS}
     ndcgs = {k: [] for k in CUTOFFS}
     targets_all: list[int] = []
+    top_lists: list[list[int]] = []
     recommended = np.zeros(ds.n_items, dtype=bool)
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
@@ -99,6 +104,8 @@ def evaluate(
             top10 = np.tile(np.arange(ds.n_items), (len(batch), 1))
         shown = np.take_along_axis(scores, top10, axis=1) > -np.inf  # a masked item is never recommended
         recommended[top10[shown]] = True
+        if keep_top10:
+            top_lists.extend(sorted(row[keep].tolist()) for row, keep in zip(top10, shown, strict=True))
         targets_all.extend(targets.tolist())
     per_user = {f"HR@{k}": np.concatenate(hits[k]) for k in CUTOFFS}
     per_user.update({f"NDCG@{k}": np.concatenate(ndcgs[k]) for k in CUTOFFS})
@@ -117,4 +124,5 @@ def evaluate(
         per_user={k: [round(float(x), 5) for x in v] for k, v in per_user.items() if k in ("HR@10", "NDCG@10")}
         if keep_per_user
         else {},
+        top10=top_lists,
     )
