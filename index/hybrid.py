@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from index import bundle as B
+from index.onnx_session import cpu_session
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,9 @@ def item_vectors(
 
 
 def user_vectors(
-    hidden: np.ndarray, text: np.ndarray, cov_cf: np.ndarray, cov_text: np.ndarray, weight: float, bias: float
+    hidden: np.ndarray, text: np.ndarray, cov_cf: np.ndarray, cov_text: np.ndarray, weight: float, bias: float | np.ndarray
 ) -> np.ndarray:
-    """``[h ; w sd(h)/sd(z) z ; b sd(h)]`` per user (see the module docstring)."""
+    """``[h ; w sd(h)/sd(z) z ; b sd(h)]`` per user (see the module docstring); ``bias``: one b for all, or one per user."""
     sd_cf = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", hidden, cov_cf, hidden), 1e-12))
     sd_text = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", text, cov_text, text), 1e-12))
     return np.hstack([hidden, (weight * sd_cf / sd_text)[:, None] * text, (bias * sd_cf)[:, None]]).astype(np.float32)
@@ -83,7 +83,7 @@ class HybridUsers:
         self.spec = spec
         self.arrays = B.load_hybrid_arrays(directory, manifest)
         path = Path(directory) / spec.sasrec_file
-        self.session = _session(path, threads)
+        self.session = cpu_session(path, threads)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         width, dim = inputs[0].shape[-1], outputs[0].shape[-1]
         if (
@@ -111,10 +111,19 @@ class HybridUsers:
         batch = sasrec_input(histories, self.arrays.trained, self.spec.max_len)
         return self.session.run(None, {self.session.get_inputs()[0].name: batch})[0]
 
-    def users(self, text: np.ndarray, histories: Sequence[Sequence[int]]) -> np.ndarray:
-        """Hybrid user vectors from the text path's z_u (the user graph's output) and the histories' rows."""
+    def users(
+        self, text: np.ndarray, histories: Sequence[Sequence[int]], biases: Sequence[float | None] | None = None
+    ) -> np.ndarray:
+        """Hybrid user vectors from the text path's z_u (the user graph's output) and the histories' rows.
+
+        ``biases``: per user, a new-item bias b that replaces the bundle's (None: the bundle's). b is only the
+        user vector's last coordinate, the one new items' flag meets, so it moves new items and nothing else.
+        """
         a = self.arrays
-        return user_vectors(self.hidden(histories), text, a.cov_cf, a.cov_text, self.spec.weight, self.spec.bias)
+        bias: float | np.ndarray = self.spec.bias
+        if biases is not None:
+            bias = np.array([self.spec.bias if b is None else b for b in biases], dtype=np.float64)
+        return user_vectors(self.hidden(histories), text, a.cov_cf, a.cov_text, self.spec.weight, bias)
 
     def items(self, text: np.ndarray, rows: Sequence[int | None]) -> np.ndarray:
         """Hybrid item vectors from text vectors z_i: the warm form for rows SASRec learned, else the new-item form."""
@@ -126,15 +135,3 @@ class HybridUsers:
         sasrec = np.zeros((len(rows), self.spec.sasrec_dim), dtype=np.float32)
         sasrec[~new] = self.sasrec_items[known[~new]]
         return item_vectors(sasrec, text.astype(np.float32), new, self.arrays.mapping, self.spec.text_scale)
-
-
-def _session(path: Path, threads: int) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own types for unreadable files
-        raise B.BundleError(f"{path}: cannot be loaded ({type(exc).__name__}: {str(exc)[:300]})") from exc

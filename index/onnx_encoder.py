@@ -11,12 +11,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    import onnxruntime as ort
+from index.onnx_session import cpu_session
 
 
 class TextEncoder(Protocol):
@@ -68,8 +67,8 @@ class OnnxTextEncoder:
         self.tokenizer.no_padding()
         self.max_length = max_length
         threads = threads or max(1, os.cpu_count() or 1)
-        self.session = _session(onnx_path, threads)
-        self.alone_session = _session(onnx_path, alone_threads) if alone_threads and alone_threads != threads else self.session
+        self.session = cpu_session(onnx_path, threads)
+        self.alone_session = cpu_session(onnx_path, alone_threads) if alone_threads and alone_threads != threads else self.session
         self.output_dim = int(self.session.get_outputs()[0].shape[-1])
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
@@ -90,15 +89,3 @@ class OnnxTextEncoder:
         if not texts:
             return np.zeros((0, self.output_dim), dtype=np.float32)
         return self.run(self.tokenize(texts))
-
-
-def _session(onnx_path: Path, threads: int) -> ort.InferenceSession:
-    """One ONNX Runtime session of the graph (imported here: ``index`` stays light)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])

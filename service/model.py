@@ -19,13 +19,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from index import bundle as B
 from index.catalog import Catalog, ItemMeta
 from index.faiss_index import ItemIndex
+from index.history_tower import HistoryTerm
 from index.hybrid import HybridUsers
 from index.onnx_encoder import OnnxTextEncoder
 from index.verbalize import HistoryEvent, item_document
@@ -58,7 +59,7 @@ class ServingModel:
         index: ItemIndex,
         catalog: Catalog,
         int8: bool,
-        history_table: Any = None,
+        history: HistoryTerm | None = None,
         user_cache_size: int = 0,
         hybrid: HybridUsers | None = None,
     ):
@@ -69,7 +70,8 @@ class ServingModel:
         self.index = index
         self.catalog = LiveCatalog(catalog)
         self.int8 = int8
-        self.history_table = history_table
+        self.history = history
+        """R2END+CF's collaborative term (:mod:`index.history_tower`); None for other bundles."""
         self.hybrid = hybrid
         self.user_cache = UserVectorCache(user_cache_size) if user_cache_size else None
         """Text vectors z_u by history text (before any history tower); None when R2END_USER_CACHE_SIZE is 0."""
@@ -85,6 +87,8 @@ class ServingModel:
         user_file = B.USER_ONNX_INT8 if settings.use_int8 else B.USER_ONNX
         if user_file not in manifest.files:
             raise B.BundleError(f"{path / user_file}: not in this bundle (R2END_USE_INT8={settings.use_int8})")
+        if settings.use_int8:
+            report_int8_cost(manifest, path)
         try:
             catalog = Catalog.load_jsonl(path / B.CATALOG)
         except ValueError as exc:
@@ -101,9 +105,7 @@ class ServingModel:
             )
         user = _encoder(path / user_file, path / B.TOKENIZER, manifest, settings.run_threads, settings.alone_threads)
         item = _encoder(path / B.ITEM_ONNX, path / B.TOKENIZER, manifest, settings.alone_threads)
-        history = None
-        if manifest.history_tower is not None:
-            history = _history_tower(path / manifest.history_tower.file, manifest.history_tower, settings.run_threads)
+        history = HistoryTerm(path, manifest, settings.run_threads) if manifest.history_tower is not None else None
         hybrid = HybridUsers(path, manifest, settings.run_threads) if manifest.hybrid is not None else None
         return cls(path, manifest, user, item, index, catalog, settings.use_int8, history, settings.user_cache_size, hybrid)
 
@@ -115,37 +117,28 @@ class ServingModel:
         """H_u with the bundle's verbaliser (the one training used, written by export)."""
         return self.manifest.verbaliser.history_text(events, items.__getitem__)
 
-    def add_history(self, vectors: np.ndarray, history_rows: Sequence[Sequence[int]]) -> np.ndarray:
+    def add_history(
+        self,
+        vectors: np.ndarray,
+        history_rows: Sequence[Sequence[int]],
+        new_item_biases: Sequence[float | None] | None = None,
+    ) -> np.ndarray:
         """R2END+CF: z_u = norm(z_text + collaborative term of the history); unchanged for the paper's R2END.
 
         ``mean`` towers average a table's rows over the last items; ``sequence`` towers run their
-        ONNX graph on the last items' rows. Items added live (rows beyond the trained catalogue)
-        have no collaborative term, exactly like held-out items in training.
+        ONNX graph on the last items' rows (:class:`index.history_tower.HistoryTerm`). Items added
+        live (rows beyond the trained catalogue) have no collaborative term, exactly like held-out
+        items in training.
 
         R2END-Hybrid: the hybrid user vector from z_u and SASRec's h_u over the last ``max_len``
-        trained rows (held-out and live items are left out of its input, as in training).
+        trained rows (held-out and live items are left out of its input, as in training); ``new_item_biases``
+        (hybrid bundles only), per user, replaces the bundle's new-item bias b (None: the bundle's).
         """
         if self.hybrid is not None:
-            return self.hybrid.users(vectors, history_rows)
-        if self.history_table is None:
+            return self.hybrid.users(vectors, history_rows, new_item_biases)
+        if self.history is None:
             return vectors
-        tower = self.manifest.history_tower
-        assert tower is not None
-        out = vectors.astype(np.float32, copy=True)
-        read = [[rows[p] for p in self._tower_positions(rows)] for rows in history_rows]
-        if tower.kind == "sequence":
-            width = tower.max_items  # always the full length: positions count from the left edge, as in training
-            batch = np.zeros((len(read), width), dtype=np.int64)
-            for i, rows in enumerate(read):
-                if rows:
-                    batch[i, width - len(rows) :] = np.asarray(rows) + 1
-            out += self.history_table.run(None, {"history": batch})[0]
-        else:
-            for i, recent in enumerate(read):
-                known_rows = [r for r in recent if r < len(self.history_table)]
-                if recent and known_rows:
-                    out[i] += self.history_table[known_rows].sum(axis=0) / len(recent)
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return self.history.add(vectors, history_rows)
 
     def _tower_positions(self, rows: Sequence[int]) -> list[int] | range:
         """Which of a history's rows (oldest first) the R2END+CF tower reads: the last ``max_items``
@@ -153,13 +146,9 @@ class ServingModel:
         SASRec: the last ``max_len`` trained rows."""
         if self.hybrid is not None:
             return self.hybrid.positions(rows)
-        tower = self.manifest.history_tower
-        if self.history_table is None or tower is None:
+        if self.history is None:
             return []
-        if tower.kind == "sequence":
-            trained = tower.trained_items or self.manifest.n_items
-            return [p for p, row in enumerate(rows) if row < trained][-tower.max_items :]
-        return range(max(0, len(rows) - tower.max_items), len(rows))
+        return self.history.positions(rows)
 
     def events_read(self, events: Sequence[HistoryEvent], rows: Sequence[int]) -> int:
         """How many of the most recent ``events`` (chronological, deduplicated) the model reads.
@@ -252,18 +241,32 @@ class ServingModel:
         return time.perf_counter() - started
 
 
-def _history_tower(path: Path, tower: B.HistoryTower, threads: int) -> Any:
-    """The table (mean tower) or the ONNX session (sequence tower) of an R2END+CF bundle."""
-    if tower.kind == "mean":
-        return np.load(path)
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+def report_int8_cost(manifest: B.Manifest, path: Path) -> str | None:
+    """Log what the int8 user graph costs this bundle (``metrics.int8``, measured at export): a warning, also
+    returned, when it loses more validation NDCG@10 than export's threshold or when the bundle does not say."""
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own types for unreadable files
-        raise B.BundleError(f"{path}: cannot be loaded ({type(exc).__name__}: {str(exc)[:300]})") from exc
+        cost = manifest.int8_cost
+    except ValidationError as exc:
+        warning = (
+            f"R2END_USE_INT8: {path / B.MANIFEST}: metrics.int8 is malformed ({exc.errors()[0]['msg']}); int8's cost is unknown"
+        )
+    else:
+        if cost is not None and not cost.exceeds:
+            log.info("R2END_USE_INT8: bundle %s: %s", manifest.bundle_version, cost.describe())
+            return None
+        if cost is None:
+            warning = (
+                f"R2END_USE_INT8: bundle {manifest.bundle_version} does not say what int8 costs it (exported without "
+                f"the check); compare `r2end evaluate {path} --int8 --no-write` with `r2end evaluate {path} --no-write` first"
+            )
+        else:
+            warning = (
+                f"R2END_USE_INT8: the int8 user graph loses {100 * cost.relative_loss:.1f}% of bundle "
+                f"{manifest.bundle_version}'s validation NDCG@10, more than the {100 * cost.max_relative_loss:.1f}% "
+                f"its export allowed ({cost.describe()}); serve it in fp32 (unset R2END_USE_INT8) unless the speed is worth it"
+            )
+    log.warning(warning)
+    return warning
 
 
 def _encoder(
@@ -273,7 +276,9 @@ def _encoder(
         encoder = OnnxTextEncoder(
             onnx_path, tokenizer_path, manifest.max_seq_length, threads=threads, alone_threads=alone_threads
         )
-    except Exception as exc:  # onnxruntime / tokenizers raise their own types for unreadable files
+    except B.BundleError:
+        raise
+    except Exception as exc:  # tokenizers raises its own types for unreadable files
         raise B.BundleError(f"{onnx_path}: cannot be loaded ({type(exc).__name__}: {str(exc)[:300]})") from exc
     if encoder.output_dim != manifest.output_dim:
         raise B.BundleError(f"{onnx_path}: outputs dim {encoder.output_dim}, manifest says {manifest.output_dim}")

@@ -36,11 +36,21 @@ class Query:
     history_used: int | None = None
     """How many of the most recent history events the model reads (None for a free-text history)."""
     include_metadata: bool = True
+    new_item_bias: float | None = None
+    """R2END-Hybrid bundles: this request's new-item bias b (None: the bundle's)."""
 
 
 def build_query(request: RecommendRequest, model: ServingModel, settings: ServiceSettings, loc: Loc = ("body",)) -> Query:
     """Check ``request`` against the limits and the catalogue and verbalise its history."""
     loc = tuple(loc)
+    if request.new_item_bias is not None and model.hybrid is None:
+        raise ServiceError(
+            422,
+            f"new_item_bias applies to R2END-Hybrid bundles only; the served bundle is variant {model.manifest.variant!r}, "
+            "which ranks new items like any other (leave new_item_bias out)",
+            loc + ("new_item_bias",),
+            "not_hybrid",
+        )
     k = request.k if request.k is not None else settings.default_k
     if k > settings.max_k:
         raise ServiceError(422, f"k is {k}; at most {settings.max_k} (R2END_MAX_K)", loc + ("k",), "k_too_large")
@@ -52,7 +62,14 @@ def build_query(request: RecommendRequest, model: ServingModel, settings: Servic
                 loc + ("history_text",),
                 "history_too_long",
             )
-        return Query(request.history_text, k, frozenset(), (), include_metadata=request.include_metadata)
+        return Query(
+            request.history_text,
+            k,
+            frozenset(),
+            (),
+            include_metadata=request.include_metadata,
+            new_item_bias=request.new_item_bias,
+        )
     history = request.history or []
     limit = settings.history_limit
     if len(history) > limit:
@@ -72,7 +89,9 @@ def build_query(request: RecommendRequest, model: ServingModel, settings: Servic
     text = model.history_text(events, items)
     exclude = frozenset(items) if request.exclude_seen else frozenset()
     rows = tuple(row for event in events if (row := model.catalog.row(event.item_id)) is not None)
-    return Query(text, k, exclude, unknown, rows, model.events_read(events, rows), request.include_metadata)
+    return Query(
+        text, k, exclude, unknown, rows, model.events_read(events, rows), request.include_metadata, request.new_item_bias
+    )
 
 
 def first_occurrences(events: Sequence[HistoryEvent]) -> list[HistoryEvent]:

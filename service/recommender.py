@@ -37,7 +37,7 @@ class Recommender:
 
     def _rank(self, model: ServingModel, vectors: np.ndarray, queries: Sequence[Query]) -> list[list[Hit]]:
         """History term (an R2END+CF tower's or R2END-Hybrid's SASRec run) and search, off the event loop."""
-        vectors = model.add_history(vectors, [q.history_rows for q in queries])
+        vectors = model.add_history(vectors, [q.history_rows for q in queries], [q.new_item_bias for q in queries])
         started = time.perf_counter()
         hits = model.search(vectors, [q.k for q in queries], [q.exclude for q in queries])
         self.metrics.search_seconds.observe((time.perf_counter() - started) / len(queries))

@@ -52,6 +52,7 @@ def bundle_info(model: ServingModel) -> BundleInfo:
         encoder=m.encoder,
         n_items=model.n_items,
         int8=model.int8,
+        new_item_bias=m.hybrid.bias if m.hybrid is not None else None,
     )
 
 

@@ -18,6 +18,7 @@ from index.catalog import ItemMeta
 MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a date can print
 ITEM_ID_MAX = 256
 EVENT_SHAPE = "{item_id, timestamp?}"
+MAX_NEW_ITEM_BIAS = 10.0  # in score-spread units: far beyond where every new item already ranks first
 
 
 def _encodable(text: str) -> str:
@@ -72,6 +73,16 @@ class RecommendRequest(BaseModel):
     exclude_seen: bool = Field(True, description="leave the history's items out of the results")
     include_metadata: bool = Field(
         True, description="each item with its metadata (title, categories, ...); false: only item_id and score (a smaller answer)"
+    )
+    new_item_bias: float | None = Field(
+        None,
+        ge=-MAX_NEW_ITEM_BIAS,
+        le=MAX_NEW_ITEM_BIAS,
+        allow_inf_nan=False,
+        description="R2END-Hybrid bundles only (422 for others): how far new items (added by PUT /items, or never seen by "
+        "SASRec) are lifted, in units of this user's SASRec score spread; default: the bundle's value, chosen on "
+        "validation (GET /readyz: bundle.new_item_bias). Higher shows more new items at some cost to seen ones; it "
+        "moves new items only",
     )
 
     @field_validator("history", mode="after")
@@ -269,6 +280,9 @@ class BundleInfo(BaseModel):
     encoder: str
     n_items: int
     int8: bool
+    new_item_bias: float | None = Field(
+        None, description="R2END-Hybrid bundles: the new-item bias a request gets unless it sets new_item_bias; else null"
+    )
 
 
 class ReloadResponse(BaseModel):

@@ -150,6 +150,60 @@ def test_the_service_recommends_with_the_hybrid_bundle_and_ranks_a_live_item(tra
     assert max(served.values()) > 1.0 or min(served.values()) < -1.0 or abs(float(np.linalg.norm(user)) - 1.0) > 1e-3
 
 
+def test_a_request_new_item_bias_moves_new_items_only(trained, serving):
+    """b is the user vector's last coordinate (new items' flag): replacing it per user leaves every other coordinate."""
+    ds, _, _, manifest = trained
+    histories = _histories(ds)[:3]
+    lookup = {item.item_id: item for item in ds.catalog}
+    texts = [serving.history_text([HistoryEvent(ds.catalog.at(r).item_id, t) for r, t in h], lookup) for h in histories]
+    text, rows = serving.user_encoder.encode(texts), [[r for r, _ in h] for h in histories]
+    default = serving.add_history(text, rows)
+    np.testing.assert_array_equal(serving.add_history(text, rows, [None, None, None]), default)
+    chosen = serving.add_history(text, rows, [3.0, None, -2.0])
+    np.testing.assert_array_equal(chosen[:, :-1], default[:, :-1])
+    spread = default[:, -1] / manifest.hybrid.bias  # b sd(h_u) with the bundle's b (1.0 in this fixture)
+    np.testing.assert_allclose(chosen[:, -1], [3.0 * spread[0], default[1, -1], -2.0 * spread[2]], rtol=1e-6)
+    assert (spread > 0).all()
+
+
+def test_the_service_takes_a_new_item_bias_per_request(trained, tmp_path):
+    ds, _, bundle, manifest = trained
+    history = [{"item_id": ds.catalog.at(r).item_id, "timestamp": 1_000_000_000 + 86_400 * r} for r in (0, 2, 3, 5)]
+    new_ids = {ds.catalog.at(r).item_id for r in HELD_OUT} | {"hybrid-new"}
+    every = ds.n_items + 1 - len(history)
+    with ServiceProcess(bundle, tmp_path / "server") as server, server.client(timeout=120) as http:
+        assert http.get("/readyz").json()["bundle"]["new_item_bias"] == manifest.hybrid.bias
+        put = http.put("/items/hybrid-new", json={"title": "A brand new film", "categories": ["Drama"]}, headers=WRITE_AUTH)
+        assert put.status_code in (200, 201), put.text
+
+        def ranked(**extra) -> list[dict]:
+            answer = http.post("/recommend", json={"history": history, "k": every, "include_metadata": False, **extra})
+            assert answer.status_code == 200, answer.text
+            return answer.json()["items"]
+
+        default, same = ranked(), ranked(new_item_bias=manifest.hybrid.bias)
+        high, low = ranked(new_item_bias=10.0), ranked(new_item_bias=-10.0)
+        batch = http.post(
+            "/recommend/batch",
+            json={"requests": [{"history": history, "k": every, "include_metadata": False, "new_item_bias": 10.0}]},
+        )
+    assert same == default
+    assert {item["item_id"] for item in high[: len(new_ids)]} == new_ids  # lifted far enough: every new item first
+    assert batch.status_code == 200 and batch.json()["results"][0]["items"] == high
+    scores = [{item["item_id"]: item["score"] for item in answer} for answer in (default, high, low)]
+    for answer in scores[1:]:  # seen items keep their scores
+        assert {i: s for i, s in answer.items() if i not in new_ids} == pytest.approx(
+            {i: s for i, s in scores[0].items() if i not in new_ids}, abs=1e-4
+        )
+    b = manifest.hybrid.bias  # every new item moves by (b' - b) sd(h_u): the same shift for each, in proportion to b' - b
+    up = {i: scores[1][i] - scores[0][i] for i in new_ids}
+    down = {i: scores[2][i] - scores[0][i] for i in new_ids}
+    spread = up["hybrid-new"] / (10.0 - b)
+    assert spread > 0
+    assert up == pytest.approx(dict.fromkeys(new_ids, (10.0 - b) * spread), rel=1e-4)
+    assert down == pytest.approx(dict.fromkeys(new_ids, (-10.0 - b) * spread), rel=1e-4)
+
+
 def _rewrite(bundle: Path, name: str, write) -> None:
     """Replace one bundle file and its checksum (so that only the check under test can refuse it)."""
     write(bundle / name)
