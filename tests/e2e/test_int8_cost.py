@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from cf_util import enlarge_collaborative_term
 from encoder_util import build_tiny_encoder
 from locations import MOVIES
 
@@ -105,8 +106,6 @@ def test_the_service_started_with_int8_says_what_it_costs(trained, caplog):
 @pytest.mark.parametrize("design", ["history-tower", "sequence-tower"])
 def test_cf_bundles_are_scored_with_their_collaborative_term(trained, tmp_path, design):
     """R2END+CF: the bundle scorer (and so the int8 check) adds the history tower's term, as the service does."""
-    import torch
-
     from service.model import ServingModel
     from service.settings import ServiceSettings
     from training.evaluation.evaluator import evaluate
@@ -116,12 +115,7 @@ def test_cf_bundles_are_scored_with_their_collaborative_term(trained, tmp_path, 
 
     ds, model, _, _ = trained
     cf = train_cf(model, ds, CFConfig(design=design, epochs=2, prefixes_per_user=2))
-    with torch.no_grad():  # a large collaborative term, so that scoring without it would show
-        if cf.head.tower is not None:
-            torch.nn.init.normal_(cf.head.tower.out.weight, std=0.05)
-        if cf.head.history is not None:
-            cf.head.history.normal_(std=0.05)
-            cf.history_table = cf.head.history.numpy().copy()
+    enlarge_collaborative_term(cf)  # so that scoring without it would show
     exportable = replace(model, projection=cf.head.projection, item_vectors=cf.item_vectors)
     manifest = export_bundle(
         exportable,

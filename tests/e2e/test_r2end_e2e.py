@@ -12,6 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
+from cf_util import enlarge_collaborative_term
 from locations import MOVIES
 
 from index import bundle as B
@@ -194,14 +195,7 @@ def test_cf_bundle_serves_what_training_scored(trained, tmp_path, design):
     cf = train_cf(model, ds, CFConfig(design=design, epochs=3, prefixes_per_user=3))
     assert (design == "history-tower") == (cf.history_table is not None)
     assert (design == "sequence-tower") == (cf.head.tower is not None)
-    import torch
-
-    with torch.no_grad():  # make the collaborative term large, so that a service ignoring it would fail below
-        if cf.head.tower is not None:
-            torch.nn.init.normal_(cf.head.tower.out.weight, std=0.05)
-        if cf.head.history is not None:
-            cf.head.history.normal_(std=0.05)
-            cf.history_table = cf.head.history.numpy().copy()
+    enlarge_collaborative_term(cf)  # so that a service ignoring it would fail below
     exportable = replace(model, projection=cf.head.projection, item_vectors=cf.item_vectors)
     bundle_dir = tmp_path / design
     export_bundle(
