@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from training.cli.common import DatasetArg, FormatOpt, PathOpt, console, fail, load_dataset
+
+if TYPE_CHECKING:
+    from training.data.preprocess import PreparedDataset
 
 app = typer.Typer(help="Teacher LLM: rationales and item descriptions.", no_args_is_help=True)
 
@@ -18,6 +21,31 @@ KindsOpt = Annotated[str, typer.Option(help="comma-separated, in order: oracle, 
 DataDirOpt = Annotated[Path | None, typer.Option(help="teacher data folder (default: the repo's data/teacher)")]
 LimitOpt = Annotated[int | None, typer.Option(help="stop after this many new generations per kind")]
 ApiKeyOpt = Annotated[str | None, typer.Option(help="bearer token for --endpoint (or R2END_TEACHER_API_KEY)")]
+ColdStartOpt = Annotated[
+    float,
+    typer.Option(
+        "--cold-start",
+        min=0.0,
+        max=0.9,
+        help="the prompts of the cold-start protocol (`r2end ablations --cold-start SHARE`): this share of items held out "
+        "of the histories and evidence, as its training sees the data (0 = the full data)",
+    ),
+]
+ColdSeedOpt = Annotated[
+    int | None, typer.Option("--cold-seed", help="seed of the held-out items (default: R2ENDConfig's seed, as training)")
+]
+
+
+def _teacher_view(ds: PreparedDataset, cold_start: float, cold_seed: int | None) -> PreparedDataset:
+    """The data the teacher's prompts are built from: ``ds``, or under the cold-start protocol the training view
+    (held-out items removed), exactly as ``training.r2end.run`` builds it, so the keys match what training reads."""
+    if cold_start <= 0:
+        return ds
+    from training.evaluation.coldstart import pick_cold_items, training_view
+    from training.r2end.config import R2ENDConfig
+
+    seed = R2ENDConfig.model_fields["seed"].default if cold_seed is None else cold_seed
+    return training_view(ds, pick_cold_items(ds, cold_start, seed))
 
 
 def _kinds(kinds: str) -> list[str]:
@@ -59,6 +87,8 @@ def teach_run(
     redo_flagged: Annotated[
         bool, typer.Option("--redo-flagged", help="generate flagged records again (after a change to the retries)")
     ] = False,
+    cold_start: ColdStartOpt = 0.0,
+    cold_seed: ColdSeedOpt = None,
 ) -> None:
     """Generate missing teacher outputs (resumable: cached requests are skipped)."""
     from training.paths import teacher_data_dir
@@ -66,7 +96,7 @@ def teach_run(
     from training.teacher.runner import cache_path, run_tasks
     from training.teacher.tasks import build_tasks
 
-    ds = load_dataset(dataset, fmt, path)
+    ds = _teacher_view(load_dataset(dataset, fmt, path), cold_start, cold_seed)
     folder = data_dir or teacher_data_dir(ds.name)
     backend = _backend(model, endpoint, api_key, concurrency, parallel, threads)
 
@@ -90,6 +120,8 @@ def teach_status(
     data_dir: DataDirOpt = None,
     fmt: FormatOpt = None,
     path: PathOpt = None,
+    cold_start: ColdStartOpt = 0.0,
+    cold_seed: ColdSeedOpt = None,
 ) -> None:
     """Done/total, token rates and an ETA per kind of teacher output."""
     from training.paths import teacher_data_dir
@@ -98,9 +130,10 @@ def teach_status(
     from training.teacher.status import kind_status
     from training.teacher.tasks import KINDS, build_tasks
 
-    ds = load_dataset(dataset, fmt, path)
+    ds = _teacher_view(load_dataset(dataset, fmt, path), cold_start, cold_seed)
     folder = data_dir or teacher_data_dir(ds.name)
-    table = Table(title=f"teacher data for {ds.name} ({model}) in {folder / ds.name}")
+    protocol = f", cold-start protocol ({cold_start:g} of the items held out)" if cold_start > 0 else ""
+    table = Table(title=f"teacher data for {ds.name} ({model}{protocol}) in {folder / ds.name}")
     for column in ("kind", "done/total", "ok", "flagged", "stale", "prompt tok/s", "gen tok/s", "s/record", "ETA"):
         table.add_column(column, justify="right")
 
@@ -193,6 +226,8 @@ def teach_run_ray(
     data_dir: DataDirOpt = None,
     fmt: FormatOpt = None,
     path: PathOpt = None,
+    cold_start: ColdStartOpt = 0.0,
+    cold_seed: ColdSeedOpt = None,
 ) -> None:
     """Like `teach run --endpoint`, with the requests spread over Ray Data actors (needs the `scale` extra)."""
     try:
@@ -204,7 +239,7 @@ def teach_run_ray(
     from training.teacher.runner import cache_path
     from training.teacher.tasks import build_tasks
 
-    ds = load_dataset(dataset, fmt, path)
+    ds = _teacher_view(load_dataset(dataset, fmt, path), cold_start, cold_seed)
     folder = data_dir or teacher_data_dir(ds.name)
     settings = RaySettings(
         endpoint=endpoint,

@@ -111,9 +111,14 @@ def require_teacher_data(
     )
     if not coverage.complete and not allow_partial:
         missing = ",".join(kind for kind, t in coverage.texts.items() if not t.complete)
+        protocol = ""  # the cold-start protocol's prompts are built from its training view: other keys, other records
+        if config.cold_start_share > 0:
+            protocol = f" --cold-start {config.cold_start_share:g}"
+            if config.seed != type(config).model_fields["seed"].default:
+                protocol += f" --cold-seed {config.seed}"
         raise TeacherDataIncomplete(
             f"teacher data incomplete for {config.variant} on {ds.name} ({coverage.account()}); nothing was trained. "
-            f"Generate the rest with `r2end teach run {config.dataset} --kinds {missing}`, "
+            f"Generate the rest with `r2end teach run {config.dataset} --kinds {missing}{protocol}`, "
             f"or pass --allow-partial for a trial run (its result goes to $R2END_HOME/runs/partial-results)"
         )
     return coverage
