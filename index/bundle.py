@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from index.verbalize import Verbaliser
 
@@ -84,10 +85,30 @@ class HybridSpec(BaseModel):
     max_len: int = Field(gt=0, description="SASRec's input length: the last max_len trained history rows, left-padded")
     sasrec_dim: int = Field(gt=0, description="H, SASRec's hidden size")
     weight: float = Field(description="w, the text path's weight in SASRec score-spread units")
+    length_edges: list[float] = Field(
+        default_factory=list,
+        description="history-length gate: bucket edges in history rows, ascending (empty: every user gets weight)",
+    )
+    length_weights: list[float] = Field(
+        default_factory=list, description="history-length gate: w per bucket, len(length_edges) + 1 values replacing weight"
+    )
     bias: float = Field(description="b, new items' offset in units of the user's SASRec score spread")
     text_scale: float = Field(
         1.0, gt=0, description="c, the weight of a new item's text vector (new items are [A z + a ; c z ; 1])"
     )
+
+    @model_validator(mode="after")
+    def _gate_is_consistent(self) -> HybridSpec:
+        if len(self.length_weights) != (len(self.length_edges) + 1 if self.length_edges else 0):
+            raise ValueError(
+                f"length_weights has {len(self.length_weights)} values for {len(self.length_edges)} length_edges; "
+                "a gate needs one more weight than edges, no gate needs neither"
+            )
+        if any(b <= a for a, b in zip(self.length_edges, self.length_edges[1:], strict=False)):
+            raise ValueError(f"length_edges must ascend strictly, got {self.length_edges}")
+        if not all(math.isfinite(x) for x in [*self.length_edges, *self.length_weights]):
+            raise ValueError("length_edges and length_weights must be finite")
+        return self
 
 
 @dataclass(frozen=True)

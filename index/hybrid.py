@@ -6,7 +6,8 @@ SASRec-CE's scores and the text path's, each standardised per user, summed in on
     warm item [ E_i ; z_i ; 0 ]
     new item  [ A z_i + a ; c * z_i ; 1 ]
 
-with ``sd(h) = sqrt(h' C_E h)`` and ``sd(z) = sqrt(z' C_Z z)`` (the spread of a user's scores over
+(``w`` is one weight, or, with a history-length gate, the weight of the user's history-length bucket:
+:func:`history_weights`) with ``sd(h) = sqrt(h' C_E h)`` and ``sd(z) = sqrt(z' C_Z z)`` (the spread of a user's scores over
 the trained items; training's module docstring derives it). The inner product is therefore not a
 cosine: it is the user's SASRec score spread times the standardised sum (a per-user scale changes
 no ranking). The algebra is pure numpy, so training scores with exactly what the service serves;
@@ -43,10 +44,29 @@ def item_vectors(
     return np.hstack([cf, text, new[:, None].astype(np.float32)]).astype(np.float32)
 
 
+def history_weights(
+    histories: Sequence[Sequence[object]], weight: float, edges: Sequence[float] = (), bucket_weights: Sequence[float] = ()
+) -> float | np.ndarray:
+    """The text weight w per user: ``weight`` for everyone, or, with a history-length gate (``edges`` non-empty),
+    ``bucket_weights[i]`` for a history of n rows with ``edges[i-1] < n <= edges[i]`` (first bucket: n <= edges[0],
+    last: n > edges[-1]). n counts the history's catalogue rows (each item once), as training and the service see them.
+    """
+    if not edges:
+        return weight
+    lengths = np.array([len(history) for history in histories])
+    return np.asarray(bucket_weights, dtype=np.float64)[np.digitize(lengths, np.asarray(edges, dtype=np.float64), right=True)]
+
+
 def user_vectors(
-    hidden: np.ndarray, text: np.ndarray, cov_cf: np.ndarray, cov_text: np.ndarray, weight: float, bias: float | np.ndarray
+    hidden: np.ndarray,
+    text: np.ndarray,
+    cov_cf: np.ndarray,
+    cov_text: np.ndarray,
+    weight: float | np.ndarray,
+    bias: float | np.ndarray,
 ) -> np.ndarray:
-    """``[h ; w sd(h)/sd(z) z ; b sd(h)]`` per user (see the module docstring); ``bias``: one b for all, or one per user."""
+    """``[h ; w sd(h)/sd(z) z ; b sd(h)]`` per user (see the module docstring); ``weight`` and ``bias``: one for all,
+    or one per user (``weight`` from :func:`history_weights`)."""
     sd_cf = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", hidden, cov_cf, hidden), 1e-12))
     sd_text = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", text, cov_text, text), 1e-12))
     return np.hstack([hidden, (weight * sd_cf / sd_text)[:, None] * text, (bias * sd_cf)[:, None]]).astype(np.float32)
@@ -123,7 +143,8 @@ class HybridUsers:
         bias: float | np.ndarray = self.spec.bias
         if biases is not None:
             bias = np.array([self.spec.bias if b is None else b for b in biases], dtype=np.float64)
-        return user_vectors(self.hidden(histories), text, a.cov_cf, a.cov_text, self.spec.weight, bias)
+        weight = history_weights(histories, self.spec.weight, self.spec.length_edges, self.spec.length_weights)
+        return user_vectors(self.hidden(histories), text, a.cov_cf, a.cov_text, weight, bias)
 
     def items(self, text: np.ndarray, rows: Sequence[int | None]) -> np.ndarray:
         """Hybrid item vectors from text vectors z_i: the warm form for rows SASRec learned, else the new-item form."""

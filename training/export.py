@@ -142,6 +142,8 @@ def export_bundle(
             max_len=hybrid.net.config.max_len,
             sasrec_dim=hybrid.net.config.hidden,
             weight=hybrid.weight,
+            length_edges=list(hybrid.length_edges),
+            length_weights=list(hybrid.length_weights),
             bias=hybrid.bias,
             text_scale=hybrid.text_scale,
         )
@@ -274,7 +276,7 @@ def measure_hybrid_parity(
     test histories (held-out items in them are left out of SASRec's input on both sides)."""
     import onnxruntime as ort
 
-    from index.hybrid import sasrec_input, user_vectors
+    from index.hybrid import history_weights, sasrec_input, user_vectors
 
     histories = [ds.example(u, "test")[0] for u in range(min(users, ds.n_users))]
     session = ort.InferenceSession(str(bundle_dir / B.SASREC_ONNX), providers=["CPUExecutionProvider"])
@@ -286,8 +288,9 @@ def measure_hybrid_parity(
     onnx_text = OnnxTextEncoder(
         bundle_dir / B.USER_ONNX, bundle_dir / B.TOKENIZER, cfg.max_seq_length, threads=cfg.threads
     ).encode(hybrid.base.history_texts(ds, histories))
-    served = user_vectors(onnx_hidden, onnx_text, hybrid.cov_cf, hybrid.cov_text, spec.weight, spec.bias)
-    trained = user_vectors(torch_hidden, torch_text, hybrid.cov_cf, hybrid.cov_text, hybrid.weight, hybrid.bias)
+    weight = history_weights(histories, spec.weight, spec.length_edges, spec.length_weights)
+    served = user_vectors(onnx_hidden, onnx_text, hybrid.cov_cf, hybrid.cov_text, weight, spec.bias)
+    trained = user_vectors(torch_hidden, torch_text, hybrid.cov_cf, hybrid.cov_text, hybrid.weights(histories), hybrid.bias)
     return {
         "sasrec_max_abs_diff": float(np.abs(onnx_hidden - torch_hidden).max()),
         "hybrid_user_max_abs_diff": float(np.abs(served - trained).max()),

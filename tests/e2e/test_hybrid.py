@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from index.hybrid import apply_map, item_vectors, user_vectors
-from training.r2end.hybrid import _covariance, fit_parts, fit_text_to_sasrec
+from training.r2end.hybrid import _covariance, choose_length_gate, fit_parts, fit_text_to_sasrec
 
 
 def _parts(seed: int = 0, users: int = 7, items: int = 40, h: int = 6, d: int = 5):
@@ -106,3 +106,17 @@ def test_a_checkpoint_of_another_split_or_other_held_out_items_is_refused(tmp_pa
         load_net(tmp_path / "c.pt", 10, "xyz", held)
     with pytest.raises(ValueError, match="held out 1 items, this data holds out 0"):
         load_net(tmp_path / "c.pt", 10, "abc", None)
+
+
+def test_the_length_gate_chooses_each_buckets_weight_on_its_own_users():
+    lengths = np.array([2, 3, 4, 10, 11, 12, 50, 60, 70])
+    # short histories do best without text, long ones with w = 1, the middle with w = 0.5
+    per_weight = {
+        0.0: np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]),
+        0.5: np.array([0.2, 0.2, 0.2, 0.8, 0.8, 0.8, 0.3, 0.3, 0.3]),
+        1.0: np.array([0.1, 0.1, 0.1, 0.2, 0.2, 0.2, 0.7, 0.7, 0.7]),
+    }
+    edges, weights = choose_length_gate(per_weight, lengths, 3)
+    assert len(edges) == 2 and 4 < edges[0] < 10 and 12 < edges[1] < 50 and weights == (0.0, 0.5, 1.0)
+    # every user with the same length: one bucket, the overall best weight
+    assert choose_length_gate(per_weight, np.full(9, 7), 3) == ((), (0.5,))

@@ -257,3 +257,31 @@ def test_load_refuses_inconsistent_hybrid_bundles(trained, tmp_path):
     (unhybrid / B.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(B.BundleError, match="item_vectors.npy: shape"):  # a reader that ignores the section refuses the bundle
         B.load_manifest(unhybrid)
+
+
+def test_a_gated_bundle_serves_each_user_its_history_length_buckets_weight(trained, tmp_path):
+    """A history-length gate in the manifest: the service weighs each user's text by its bucket, as training scores."""
+    from service.model import ServingModel
+    from service.settings import ServiceSettings
+
+    ds, model, bundle, _ = trained
+    histories = _histories(ds)
+    lengths = np.array([len(h) for h in histories])
+    edge = float(np.sort(lengths)[len(lengths) // 2 - 1])
+    short, long = np.flatnonzero(lengths <= edge), np.flatnonzero(lengths > edge)
+    assert len(short) and len(long)
+    gated = dataclasses.replace(model, length_edges=(edge,), length_weights=(0.0, 2.0))
+    copy = tmp_path / "gated"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / B.MANIFEST).read_text())
+    manifest["hybrid"].update(length_edges=[edge], length_weights=[0.0, 2.0])
+    (copy / B.MANIFEST).write_text(json.dumps(manifest))
+    serving = ServingModel.load(copy, ServiceSettings(bundle_path=copy, warmup=False))
+    hidden, text = gated.users(ds, histories)
+    expected = user_vectors(hidden, text, gated.cov_cf, gated.cov_text, gated.weights(histories), gated.bias)
+    served = _served_users(serving, ds, histories)
+    assert np.abs(served - expected).max() < 1e-4
+    text_part = served[:, 8 : 8 + text.shape[1]]
+    assert (text_part[short] == 0).all()  # w = 0: SASRec alone
+    assert (np.linalg.norm(text_part[long], axis=1) > 1e-3).all()
+    assert np.abs(served @ np.load(copy / B.ITEM_VECTORS).T - gated.score(ds, range(len(histories)), histories)).max() < 1e-4

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from index import bundle as B
-from index.hybrid import HybridUsers, sasrec_input, sasrec_positions
+from index.hybrid import HybridUsers, history_weights, sasrec_input, sasrec_positions
 
 H, D, N = 4, 3, 6
 
@@ -100,3 +100,25 @@ def test_sasrec_reads_the_last_max_len_trained_rows_left_padded_to_the_full_leng
     batch = sasrec_input([rows, [1, 7], []], trained, 4)
     np.testing.assert_array_equal(batch, [[5, 1, 3, 4], [0, 0, 0, 0], [0, 0, 0, 0]])
     assert batch.dtype == np.int64
+
+
+def test_the_history_length_gate_gives_each_bucket_its_weight():
+    histories = [[], [1], [1, 2], [1, 2, 3], list(range(10))]
+    assert history_weights(histories, 0.3) == 0.3  # no gate: one weight for everyone
+    # lengths 0 1 2 3 10 against edges (1, 3]: n <= 1 -> 0.0, 1 < n <= 3 -> 0.5, n > 3 -> 2.0
+    np.testing.assert_array_equal(history_weights(histories, 0.3, [1.0, 3.0], [0.0, 0.5, 2.0]), [0.0, 0.0, 0.5, 0.5, 2.0])
+
+
+@pytest.mark.parametrize(
+    ("gate", "message"),
+    [
+        ({"length_edges": [5.0], "length_weights": [0.1]}, "length_weights has 1 values for 1 length_edges"),
+        ({"length_weights": [0.1]}, "length_weights has 1 values for 0 length_edges"),
+        ({"length_edges": [5.0, 5.0], "length_weights": [0.1, 0.2, 0.3]}, "must ascend strictly"),
+        ({"length_edges": [5.0], "length_weights": [0.1, float("nan")]}, "must be finite"),
+    ],
+)
+def test_an_inconsistent_gate_is_refused(gate: dict, message: str):
+    with pytest.raises(ValueError, match=message):
+        B.HybridSpec(**{**SPEC.model_dump(), **gate})
+    assert B.HybridSpec(**{**SPEC.model_dump(), "length_edges": [5.0], "length_weights": [0.1, 0.2]}).length_edges == [5.0]

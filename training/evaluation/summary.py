@@ -39,6 +39,8 @@ MAIN_ROWS: list[tuple[str, str]] = [
     ("text-cf-sequence", "Text path (no teacher) + CF, sequence tower"),
     ("r2end-hybrid", "R2END-Hybrid (SASRec-CE + R2END in one inner product)"),
     ("text-hybrid", "Text-Hybrid (SASRec-CE + text path, no teacher, in one inner product)"),
+    ("r2end-hybrid-gated", "R2END-Hybrid, text weight gated by history length"),
+    ("text-hybrid-gated", "Text-Hybrid, text weight gated by history length (no teacher)"),
     ("r2end-onnx-fp32", "R2END bundle through ONNX Runtime, fp32"),
     ("r2end-onnx-int8", "R2END bundle through ONNX Runtime, int8"),
 ]
@@ -46,6 +48,7 @@ COLD_ROWS = [
     ("r2end-cold", "R2END (paper)"),
     ("r2end-hybrid-cold", "R2END-Hybrid"),
     ("text-hybrid-cold", "Text-Hybrid (no teacher)"),
+    ("text-hybrid-gated-cold", "Text-Hybrid, gated by history length (no teacher)"),
     ("r2end-cf-sequence-cold", "R2END+CF, sequence tower"),
     ("r2end-cf-history-cold", "R2END+CF, history tower"),
     ("r2end-cf-residual-cold", "R2END+CF, item residual"),
@@ -75,6 +78,7 @@ TEACHER_ROWS = {
     "r2end-cf-residual-cold",
     "r2end-hybrid",
     "r2end-hybrid-cold",
+    "r2end-hybrid-gated",
 }
 
 

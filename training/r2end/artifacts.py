@@ -25,7 +25,20 @@ from training.r2end.projection import Projection
 if TYPE_CHECKING:
     from training.r2end.hybrid import HybridModel
 
-HYBRID_FIELDS = ("trained", "text_items", "mapping", "cov_cf", "cov_text", "weight", "bias", "text_scale", "log", "name")
+HYBRID_FIELDS = (
+    "trained",
+    "text_items",
+    "mapping",
+    "cov_cf",
+    "cov_text",
+    "weight",
+    "bias",
+    "text_scale",
+    "log",
+    "name",
+    "length_edges",
+    "length_weights",
+)
 
 
 def save_run(
@@ -109,6 +122,6 @@ def load_run(directory: Path) -> tuple[TrainedR2END, np.ndarray | None, dict[str
 
         parts = torch.load(directory / "hybrid.pt", weights_only=False)
         meta["hybrid"] = HybridModel(
-            model, parts["net"].eval(), HybridConfig(**parts["config"]), **{k: parts[k] for k in HYBRID_FIELDS}
+            model, parts["net"].eval(), HybridConfig(**parts["config"]), **{k: parts[k] for k in HYBRID_FIELDS if k in parts}
         )
     return model, history, meta

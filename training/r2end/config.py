@@ -102,6 +102,9 @@ ABLATIONS: dict[str, dict] = {
     # SASRec-CE's own scores plus the text path in one inner product (issue 12, training/r2end/hybrid.py).
     "r2end-hybrid": {"hybrid": {}},
     "text-hybrid": {"rationale": "item", "item_text": "metadata", "hybrid": {}},
+    # The same with the text weight gated by history length (scripts/probe_gated_fusion.py).
+    "r2end-hybrid-gated": {"hybrid": {"weight_gate": "history-length"}},
+    "text-hybrid-gated": {"rationale": "item", "item_text": "metadata", "hybrid": {"weight_gate": "history-length"}},
 }
 """Table 2 of the paper (ablation 4, mean-pooled history, is the ``meanpool`` baseline), and the
 collaborative variants of issue 7. Every entry also runs under the cold-start protocol

@@ -41,9 +41,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from index.hybrid import item_vectors, sasrec_input, user_vectors
+from index.hybrid import history_weights, item_vectors, sasrec_input, user_vectors
 from training.data.preprocess import PreparedDataset
 from training.evaluation.evaluator import evaluate
 from training.r2end.pipeline import TrainedR2END
@@ -58,6 +58,12 @@ class HybridConfig(BaseModel):
     """A SASRec-CE checkpoint of this split, or ``auto``: the tuned configuration trained (or reused) on this data."""
     weights: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
     """Candidates for ``w``, the text path's weight in SASRec score-spread units."""
+    weight_gate: Literal["none", "history-length"] = "none"
+    """``history-length``: one ``w`` per bucket of users by history length (quantiles of the validation
+    histories), each chosen on validation among ``weights``. scripts/probe_gated_fusion.py found the text
+    helping long histories more (issue 12)."""
+    gate_buckets: int = Field(3, ge=2, le=10)
+    """How many history-length buckets the gate has (equal shares of the validation users)."""
     new_item_biases: tuple[float, ...] = (-1.0, 0.0, 0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0)
     """Candidates for ``b``, new items' offset in units of the user's SASRec score spread."""
     new_item_text_scales: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
@@ -113,6 +119,13 @@ class HybridModel:
     text_scale: float = 1.0
     log: list[dict] = field(default_factory=list)
     name: str = "r2end-hybrid"
+    length_edges: tuple[float, ...] = ()
+    """History-length gate (:func:`index.hybrid.history_weights`): bucket edges; empty = ``weight`` for everyone."""
+    length_weights: tuple[float, ...] = ()
+
+    def weights(self, histories: Sequence[Sequence[object]]) -> float | np.ndarray:
+        """w per user: the gate's bucket weight, or ``weight``."""
+        return history_weights(histories, self.weight, self.length_edges, self.length_weights)
 
     @property
     def sasrec_items(self) -> np.ndarray:
@@ -140,11 +153,13 @@ class HybridModel:
 
     def score(self, ds: PreparedDataset, users: Sequence[int], histories: Sequence[list[tuple[int, int]]]) -> np.ndarray:
         hidden, text = self.users(ds, histories)
-        return user_vectors(hidden, text, self.cov_cf, self.cov_text, self.weight, self.bias) @ self.item_vectors.T
+        return user_vectors(hidden, text, self.cov_cf, self.cov_text, self.weights(histories), self.bias) @ self.item_vectors.T
 
 
 class _Fixed:
-    """Precomputed user parts, scored against a given item matrix (validation grids without re-encoding)."""
+    """Precomputed user parts, scored against a given item matrix (validation grids without re-encoding).
+
+    ``weight``: one w, or ``None`` for the model's own (its history-length gate, if it has one)."""
 
     def __init__(
         self,
@@ -152,7 +167,7 @@ class _Fixed:
         parts: dict[int, tuple[np.ndarray, np.ndarray]],
         model: HybridModel,
         items: np.ndarray,
-        weight: float,
+        weight: float | None,
         bias: float,
     ):
         self.name, self.parts, self.model, self.items, self.weight, self.bias = name, parts, model, items, weight, bias
@@ -160,7 +175,27 @@ class _Fixed:
     def score(self, ds, users, histories):  # the evaluator's Scorer protocol
         hidden = np.stack([self.parts[u][0] for u in users])
         text = np.stack([self.parts[u][1] for u in users])
-        return user_vectors(hidden, text, self.model.cov_cf, self.model.cov_text, self.weight, self.bias) @ self.items.T
+        weight = self.model.weights(histories) if self.weight is None else self.weight
+        return user_vectors(hidden, text, self.model.cov_cf, self.model.cov_text, weight, self.bias) @ self.items.T
+
+
+def choose_length_gate(
+    per_weight: dict[float, np.ndarray], lengths: np.ndarray, buckets: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Edges (quantiles of ``lengths``, repeated ones merged) and the best weight of each bucket.
+
+    ``per_weight[w]``: each validation user's NDCG@10 with weight ``w`` (the users of ``lengths``, in order).
+    Buckets hold disjoint users, so each bucket's weight is chosen on its own users; ties go to the smaller w.
+    """
+    quantiles = np.quantile(lengths, [i / buckets for i in range(1, buckets)])
+    edges = tuple(float(e) for e in np.unique(quantiles) if e < lengths.max())
+    index = np.digitize(lengths, edges, right=True)
+    chosen = []
+    for bucket in range(len(edges) + 1):
+        members = index == bucket
+        means = {w: float(values[members].mean()) if members.any() else 0.0 for w, values in per_weight.items()}
+        chosen.append(max(sorted(means), key=lambda w: means[w]))
+    return edges, tuple(chosen)
 
 
 def _validation_parts(model: HybridModel, ds: PreparedDataset) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -196,13 +231,24 @@ def train_hybrid(
     )
     parts = _validation_parts(model, ds)
     warm_items = model.item_vectors
+    per_weight: dict[float, np.ndarray] = {}
     for weight in config.weights:
-        ndcg = evaluate(_Fixed("hybrid", parts, model, warm_items, weight, 0.0), ds, "valid", keep_per_user=False).metrics[
-            "NDCG@10"
-        ]
+        result = evaluate(_Fixed("hybrid", parts, model, warm_items, weight, 0.0), ds, "valid")
+        per_weight[weight] = np.asarray(result.per_user["NDCG@10"])
+        ndcg = result.metrics["NDCG@10"]
         model.log.append({"stage": "weight", "w": weight, "valid_NDCG@10": round(ndcg, 5)})
         log.info("R2END-Hybrid: w=%s valid NDCG@10 %.4f", weight, ndcg)
     model.weight = max((row for row in model.log if row["stage"] == "weight"), key=lambda row: row["valid_NDCG@10"])["w"]
+    if config.weight_gate == "history-length":
+        lengths = np.array([len(ds.example(u, "valid")[0]) for u in result.users])
+        model.length_edges, model.length_weights = choose_length_gate(per_weight, lengths, config.gate_buckets)
+        ndcg = evaluate(_Fixed("hybrid", parts, model, warm_items, None, 0.0), ds, "valid", keep_per_user=False).metrics[
+            "NDCG@10"
+        ]
+        model.log.append(
+            {"stage": "gate", "edges": list(model.length_edges), "w": list(model.length_weights), "valid_NDCG@10": round(ndcg, 5)}
+        )
+        log.info("R2END-Hybrid: history-length gate %s, w %s: valid NDCG@10 %.4f", model.length_edges, model.length_weights, ndcg)
     rng = np.random.default_rng(config.seed)
     warm_rows = np.flatnonzero(trained)
     pseudo = np.zeros(ds.n_items, dtype=bool)
@@ -212,7 +258,7 @@ def train_hybrid(
     for scale in config.new_item_text_scales:
         pseudo_items = item_vectors(sasrec_items, text_items, pseudo | ~trained, pseudo_map, scale)
         for bias in config.new_item_biases:
-            result = evaluate(_Fixed("hybrid", parts, model, pseudo_items, model.weight, bias), ds, "valid")
+            result = evaluate(_Fixed("hybrid", parts, model, pseudo_items, None, bias), ds, "valid")
             targets = np.array([pseudo[ds.example(u, "valid")[1]] for u in result.users])
             hits = np.asarray(result.per_user["HR@10"])
             ndcg = np.asarray(result.per_user["NDCG@10"])
@@ -244,7 +290,7 @@ def train_hybrid(
     model.text_scale, model.bias = chosen["c"], chosen["b"]
     log.info(
         "R2END-Hybrid: chose w=%s, c=%s, b=%s on validation (%d pseudo-new items)",
-        model.weight,
+        model.length_weights or model.weight,
         model.text_scale,
         model.bias,
         int(pseudo.sum()),
