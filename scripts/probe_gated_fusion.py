@@ -23,26 +23,24 @@ text is), and how often each model ranks the target higher. Writes
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from probe_late_fusion import WEIGHTS, Fixed, all_scores, load_sasrec, standardise
+from probe_late_fusion import WEIGHTS, Fixed, all_scores, load_probe_inputs, standardise
 
-from training.data.registry import load_dataset
+from index.hybrid import history_weights
 from training.evaluation.bootstrap import paired_bootstrap
 from training.evaluation.evaluator import evaluate, tail_items
 from training.paths import results_dir
 from training.provenance import command_line, git_commit, machine
-from training.r2end.artifacts import load_run
+from training.r2end.hybrid import choose_length_gate
 
 STAGES = ("valid", "test")
 
@@ -51,23 +49,10 @@ def per_user_ndcg(ds, scores: np.ndarray, stage: str) -> np.ndarray:
     return np.asarray(evaluate(Fixed("fused", scores), ds, stage).per_user["NDCG@10"])
 
 
-def history_lengths(ds, stage: str) -> np.ndarray:
-    return np.array([len(ds.example(u, stage)[0]) for u in range(ds.n_users)])
-
-
-def length_buckets(ds) -> tuple[dict[str, np.ndarray], list[float]]:
-    """Users in three buckets by input history length; edges from the validation lengths (no test data)."""
-    edges = [float(q) for q in np.quantile(history_lengths(ds, "valid"), [1 / 3, 2 / 3])]
-    buckets = {}
-    for stage in STAGES:
-        index = np.digitize(history_lengths(ds, stage), edges, right=True)
-        buckets[stage] = index
-    return buckets, edges
-
-
-def choose_per_bucket(per_w: dict[float, np.ndarray], index: np.ndarray) -> dict[int, float]:
-    """The validation-best weight of each bucket (buckets hold disjoint users, so they are chosen apart)."""
-    return {int(b): max(WEIGHTS, key=lambda w: float(per_w[w][index == b].mean())) for b in np.unique(index)}
+def bucket_of(histories, edges) -> np.ndarray:
+    """Each history's gate bucket, by the rule the hybrid applies (:func:`index.hybrid.history_weights`)."""
+    index = history_weights(histories, 0.0, edges, range(len(edges) + 1))
+    return np.broadcast_to(np.asarray(index, dtype=int), (len(histories),))
 
 
 def describe(comparison: dict) -> dict:
@@ -75,30 +60,22 @@ def describe(comparison: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="ml-100k")
-    parser.add_argument("--run", type=Path, required=True, help="run folder of a trained text-path / R2END model")
-    parser.add_argument("--sasrec", type=Path, required=True, help="SASRec-CE checkpoint (.pt) of the same split")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    ds = load_dataset(args.dataset)
-    text, _, meta = load_run(args.run)
-    if meta.get("split_hash") not in (None, ds.split_hash):
-        raise SystemExit(f"{args.run}: trained on another split")
-    sasrec = load_sasrec(args.sasrec, ds.n_items, ds.split_hash)
+    args, ds, text, _, sasrec = load_probe_inputs(__doc__.splitlines()[0])
     z = {
         stage: {"sasrec": standardise(all_scores(sasrec, ds, stage)), "text": standardise(all_scores(text, ds, stage))}
         for stage in STAGES
     }
     base = {stage: per_user_ndcg(ds, z[stage]["sasrec"], stage) for stage in STAGES}
     head = ~tail_items(ds)
-    buckets, edges = length_buckets(ds)
+    histories = {stage: [ds.example(u, stage)[0] for u in range(ds.n_users)] for stage in STAGES}
 
     # single weight, and the per-bucket choice from the same validation evaluations
     valid_per_w = {w: per_user_ndcg(ds, z["valid"]["sasrec"] + w * z["valid"]["text"], "valid") for w in WEIGHTS}
     single_w = max(WEIGHTS, key=lambda w: float(valid_per_w[w].mean()))
-    bucket_w = choose_per_bucket(valid_per_w, buckets["valid"])
+    lengths = np.array([len(h) for h in histories["valid"]])
+    edges, weights = choose_length_gate(valid_per_w, lengths, 3)  # the hybrid's own rule, on validation only
+    buckets = {stage: bucket_of(histories[stage], edges) for stage in STAGES}
+    bucket_w = dict(enumerate(weights))
     print(f"single w={single_w}; per history-length bucket (edges {edges}): {bucket_w}", flush=True)
 
     # item-popularity gate: a weight for head items and one for tail items
@@ -115,8 +92,8 @@ def main() -> None:
         if design == "single":
             return s + single_w * t
         if design == "by-history-length":
-            w = np.array([bucket_w.get(int(b), single_w) for b in buckets[stage]])[:, None]
-            return s + w * t
+            w = np.broadcast_to(np.asarray(history_weights(histories[stage], single_w, edges, weights)), (len(s),))
+            return s + w[:, None] * t
         return s + np.where(head, best_gate["w_head"], best_gate["w_tail"]) * t
 
     designs = {}
@@ -165,7 +142,7 @@ def main() -> None:
         "sasrec_config": sasrec.config.identity(),
         "sasrec_test_NDCG@10": float(base["test"].mean()),
         "single_w": single_w,
-        "history_length_edges": edges,
+        "history_length_edges": list(edges),
         "history_bucket_w": {str(k): v for k, v in bucket_w.items()},
         "popularity_gate": best_gate,
         "popularity_gate_curve": gate_curve,

@@ -74,8 +74,10 @@ def load_sasrec(path: Path, n_items: int, split_hash: str) -> SASRec:
     return model
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def load_probe_inputs(description: str):
+    """The probes' command line (--dataset, --run, --sasrec, --threads) and what it names: the dataset, the text
+    path's scorer and run metadata, SASRec-CE; a run or checkpoint of another split is refused."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--run", type=Path, required=True, help="run folder of a trained text-path / R2END model")
     parser.add_argument("--sasrec", type=Path, required=True, help="SASRec-CE checkpoint (.pt) of the same split")
@@ -86,7 +88,11 @@ def main() -> None:
     text, _, meta = load_run(args.run)
     if meta.get("split_hash") not in (None, ds.split_hash):
         raise SystemExit(f"{args.run}: trained on another split")
-    sasrec = load_sasrec(args.sasrec, ds.n_items, ds.split_hash)
+    return args, ds, text, meta, load_sasrec(args.sasrec, ds.n_items, ds.split_hash)
+
+
+def main() -> None:
+    args, ds, text, meta, sasrec = load_probe_inputs(__doc__.splitlines()[0])
     scores = {
         stage: {"sasrec": all_scores(sasrec, ds, stage), "text": all_scores(text, ds, stage)} for stage in ("valid", "test")
     }
