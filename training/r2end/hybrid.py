@@ -8,7 +8,8 @@ that one FAISS inner-product search ranks by
     score(u, i) = s_sas(u, i) / sd_u(s_sas) + w * s_text(u, i) / sd_u(s_text)     (warm items)
     score(u, i) = (A z_i + a) . h_u / sd_u(s_sas) + w * s_text(u, i) / sd_u(s_text) + b   (new items)
 
-i.e. the per-user standardised sum of the two rankers (``w`` chosen on validation), where
+i.e. the per-user standardised sum of the two rankers (``w`` chosen on validation; with
+``weight_gate=history-length``, one ``w`` per history-length bucket, :func:`choose_length_gate`), where
 ``sd_u`` is the spread of a user's scores over the warm catalogue. Both spreads have closed
 forms, ``sd_u(s_sas) = sqrt(h_u' C_E h_u)`` and ``sd_u(s_text) = sqrt(z_u' C_Z z_u)`` with the
 warm items' covariance matrices C_E (SASRec item embeddings) and C_Z (text item vectors), so
