@@ -73,16 +73,16 @@ def main() -> None:
     valid_per_w = {w: per_user_ndcg(ds, z["valid"]["sasrec"] + w * z["valid"]["text"], "valid") for w in WEIGHTS}
     single_w = max(WEIGHTS, key=lambda w: float(valid_per_w[w].mean()))
     lengths = np.array([len(h) for h in histories["valid"]])
-    edges, weights = choose_length_gate(valid_per_w, lengths, 3)  # the hybrid's own rule, on validation only
+    edges, bucket_weights = choose_length_gate(valid_per_w, lengths, 3)  # the hybrid's own rule, on validation only
     buckets = {stage: bucket_of(histories[stage], edges) for stage in STAGES}
-    bucket_w = dict(enumerate(weights))
+    bucket_w = dict(enumerate(bucket_weights))
     print(f"single w={single_w}; per history-length bucket (edges {edges}): {bucket_w}", flush=True)
 
     # item-popularity gate: a weight for head items and one for tail items
     gate_curve = []
     for w_head, w_tail in itertools.product(WEIGHTS, WEIGHTS):
-        weights = np.where(head, w_head, w_tail)
-        ndcg = float(per_user_ndcg(ds, z["valid"]["sasrec"] + weights * z["valid"]["text"], "valid").mean())
+        item_w = np.where(head, w_head, w_tail)
+        ndcg = float(per_user_ndcg(ds, z["valid"]["sasrec"] + item_w * z["valid"]["text"], "valid").mean())
         gate_curve.append({"w_head": w_head, "w_tail": w_tail, "valid_NDCG@10": ndcg})
     best_gate = max(gate_curve, key=lambda row: row["valid_NDCG@10"])
     print(f"popularity gate: {best_gate}", flush=True)
@@ -92,7 +92,7 @@ def main() -> None:
         if design == "single":
             return s + single_w * t
         if design == "by-history-length":
-            w = np.broadcast_to(np.asarray(history_weights(histories[stage], single_w, edges, weights)), (len(s),))
+            w = np.broadcast_to(np.asarray(history_weights(histories[stage], single_w, edges, bucket_weights)), (len(s),))
             return s + w[:, None] * t
         return s + np.where(head, best_gate["w_head"], best_gate["w_tail"]) * t
 
