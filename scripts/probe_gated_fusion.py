@@ -96,10 +96,10 @@ def main() -> None:
             return s + w[:, None] * t
         return s + np.where(head, best_gate["w_head"], best_gate["w_tail"]) * t
 
-    designs = {}
+    designs, per_user_test = {}, {}
     for design in ("single", "by-history-length", "by-item-popularity"):
         valid = per_user_ndcg(ds, fused("valid", design), "valid")
-        test = per_user_ndcg(ds, fused("test", design), "test")
+        test = per_user_test[design] = per_user_ndcg(ds, fused("test", design), "test")
         designs[design] = {
             "valid_NDCG@10": float(valid.mean()),
             "test_NDCG@10": float(test.mean()),
@@ -108,7 +108,7 @@ def main() -> None:
         print(design, designs[design], flush=True)
 
     # who gains and who loses with the single weight, on test
-    single_test = per_user_ndcg(ds, fused("test", "single"), "test")
+    single_test = per_user_test["single"]
     targets = np.array([ds.example(u, "test")[1] for u in range(ds.n_users)])
     groups = {f"history bucket {b}": buckets["test"] == b for b in np.unique(buckets["test"])}
     groups.update({"head target": head[targets], "tail target": ~head[targets]})
