@@ -142,7 +142,7 @@ def run_sasrec(
     With ``only`` (a subset of the grid's values) the result is written to
     ``$R2END_HOME/runs/partial-results`` and never into the committed tables.
     """
-    from training.models.sasrec import SASRec, SASRecConfig
+    from training.models.sasrec import SASRec, SASRecConfig, checkpoint_path
 
     points = select_grid(grid_name, only)
     if not points:
@@ -156,7 +156,7 @@ def run_sasrec(
         config = SASRecConfig(**{**(overrides or {}), **grid_point})
         model = SASRec(config)
         label = trial_label(grid_point)
-        checkpoint = folder / f"{label}-{config.fingerprint()}{'-cold' if cold is not None else ''}-{ds.split_hash[:8]}.pt"
+        checkpoint = checkpoint_path(folder, label, config, ds.split_hash, cold=cold is not None)
         model.fit(
             ds,
             validate=lambda m: evaluate(m, ds, "valid", mask_history, keep_per_user=False).metrics,

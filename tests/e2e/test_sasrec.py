@@ -152,6 +152,32 @@ def test_a_checkpoint_is_not_resumed_with_other_held_out_items(tmp_path):
     assert [e["epoch"] for e in seen] == [1], "a checkpoint trained with another softmax must start over"
 
 
+def test_the_hybrid_tower_reuses_the_baselines_finished_run_of_the_tuned_model_and_nothing_else(tmp_path, monkeypatch):
+    from training.evaluation import report
+    from training.evaluation.coldstart import pick_cold_items
+    from training.models.sasrec import checkpoint_path, finished_checkpoint
+    from training.paths import runs_dir
+    from training.r2end.collaborative import sasrec_checkpoint
+
+    monkeypatch.setenv("R2END_HOME", str(tmp_path / "home"))
+    ds = _ds()
+    config = SASRecConfig(hidden=16, max_len=20, max_epochs=2, patience=100, batch_size=8)
+    folder = runs_dir() / "sasrec" / ds.name
+    baseline = checkpoint_path(folder, "hidden=16", config, ds.split_hash, cold=False)
+    SASRec(config.model_copy(update={"max_epochs": 1})).fit(ds, _validate(ds), checkpoint=baseline)
+    assert finished_checkpoint(folder, config, ds.split_hash) is None, "a run still going is its own process's file"
+    SASRec(config).fit(ds, _validate(ds), checkpoint=baseline)
+    assert finished_checkpoint(folder, config, ds.split_hash) == baseline
+    assert finished_checkpoint(folder, config.model_copy(update={"hidden": 32}), ds.split_hash) is None
+    assert finished_checkpoint(folder, config, ds.split_hash, pick_cold_items(ds, 0.2)) is None
+
+    monkeypatch.setattr(report, "load_results", lambda name: [{"model": "sasrec-ce", "config": {"best": config.model_dump()}}])
+    written = baseline.stat().st_mtime_ns
+    assert sasrec_checkpoint(ds) == str(baseline)
+    assert baseline.stat().st_mtime_ns == written, "a finished run is reused as it is, not trained further"
+    assert sorted(p.name for p in folder.iterdir()) == [baseline.name], "no second tower was trained"
+
+
 # --------------------------------------------------------------------------- the tuning grid (issue #12)
 
 

@@ -173,14 +173,13 @@ class SASRec:
         generator = torch.Generator().manual_seed(cfg.seed)
         best, best_state, since_best = -1.0, None, 0
         self.log = []
-        identity = {"config": cfg.identity(), "split": ds.split_hash}
+        identity = run_identity(cfg, ds.split_hash, held_out)
         blocked = None
         if held_out is not None and np.any(held_out):
             held_out = np.asarray(held_out, dtype=bool)
             if held_out.shape != (ds.n_items,):
                 raise ValueError(f"held_out has shape {held_out.shape}, expected ({ds.n_items},)")
             blocked = torch.from_numpy(held_out.copy()).to(device)
-            identity["held_out"] = np.flatnonzero(held_out).tolist()
             initial_rows = self.net.items.weight.detach()[1:][blocked].clone()
         first_epoch = 1
         if checkpoint is not None and checkpoint.is_file():
@@ -249,6 +248,34 @@ class SASRec:
         batch = _left_pad([[row for row, _ in h] for h in histories], self.config.max_len).to(self.config.device)
         hidden = self.net(batch)[:, -1, :]
         return self.net.item_logits(hidden).cpu().numpy()
+
+
+def run_identity(config: SASRecConfig, split_hash: str, held_out: np.ndarray | None = None) -> dict:
+    """What a checkpoint is a run of: the model's identity, the split and the items kept out of training."""
+    identity: dict = {"config": config.identity(), "split": split_hash}
+    if held_out is not None and np.any(held_out):
+        identity["held_out"] = np.flatnonzero(held_out).tolist()
+    return identity
+
+
+def checkpoint_path(folder: Path, label: str, config: SASRecConfig, split_hash: str, cold: bool) -> Path:
+    """The one naming rule for SASRec checkpoints, ``{label}-{fingerprint}[-cold]-{split}.pt``: the
+    fingerprint names the model, so :func:`finished_checkpoint` finds a run of it under any label."""
+    return Path(folder) / f"{label}-{config.fingerprint()}{'-cold' if cold else ''}-{split_hash[:8]}.pt"
+
+
+def finished_checkpoint(folder: Path, config: SASRecConfig, split_hash: str, held_out: np.ndarray | None = None) -> Path | None:
+    """A finished run of exactly this model on this data under any label (e.g. the baseline grid's run of
+    the tuned configuration), so it is not trained twice; None if there is none. Only a finished run
+    (stopped by patience or the epoch cap) is reused, so two processes never write one file."""
+    wanted = run_identity(config, split_hash, held_out)
+    cold = "-cold" if "held_out" in wanted else ""
+    for path in sorted(Path(folder).glob(f"*-{config.fingerprint()}{cold}-{split_hash[:8]}.pt")):
+        state = torch.load(path, weights_only=False, map_location="cpu")
+        done = state["since_best"] >= config.patience or len(state["log"]) >= config.max_epochs
+        if state["identity"] == wanted and done:
+            return path
+    return None
 
 
 def load_net(path: str | Path, n_items: int, split_hash: str, held_out: np.ndarray | None = None) -> SASRecNet:

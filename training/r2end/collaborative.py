@@ -134,17 +134,21 @@ def sasrec_checkpoint(ds: PreparedDataset, held_out: np.ndarray | None = None) -
     """Train (or finish, or reuse) SASRec-CE with its tuned configuration on exactly this data.
 
     The configuration is the one ``r2end baseline sasrec-ce`` selected on validation (its
-    result file), so the tower starts from the baseline it has to beat; the checkpoint is
+    result file), so the tower starts from the baseline it has to beat, and the baseline's own
+    finished run of it is reused when it is there (same model, seed and data); the checkpoint is
     tied to the data's split hash, so the cold-start view gets its own; ``held_out`` items
     (the cold-start protocol's) are kept out of its output softmax as well.
     """
     from training.evaluation.report import load_results
-    from training.models.sasrec import SASRec, SASRecConfig
+    from training.models.sasrec import SASRec, SASRecConfig, checkpoint_path, finished_checkpoint
     from training.paths import runs_dir
 
     tuned = next((r["config"].get("best") for r in load_results(ds.name) if r["model"] == "sasrec-ce"), None) or {}
     config = SASRecConfig(**{**tuned, "threads": torch.get_num_threads()})
-    path = runs_dir() / "sasrec" / ds.name / f"cf-tower-{ds.split_hash[:8]}.pt"
+    folder = runs_dir() / "sasrec" / ds.name
+    path = finished_checkpoint(folder, config, ds.split_hash, held_out) or checkpoint_path(
+        folder, "cf-tower", config, ds.split_hash, cold=held_out is not None and bool(np.any(held_out))
+    )
     log.info("R2END+CF: SASRec-CE tower init %s -> %s", config.model_dump(), path)
     SASRec(config).fit(
         ds,
