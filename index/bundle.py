@@ -38,7 +38,11 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from index.verbalize import Verbaliser
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""The newest manifest format this code reads and writes. 1: the original format; 2: adds the hybrid's
+history-length gate (``hybrid.length_edges``/``length_weights``). A bundle is written at the lowest
+version that holds it (:attr:`Manifest.minimum_schema_version`), so a gate-free bundle stays readable by
+older r2end, while an older r2end refuses a gated bundle instead of serving it with one weight."""
 MANIFEST = "manifest.json"
 CATALOG = "catalog.jsonl"
 ITEM_VECTORS = "item_vectors.npy"
@@ -211,6 +215,20 @@ class Manifest(BaseModel):
     files: dict[str, str] = Field(description="sha256 of every file except the manifest")
 
     @property
+    def minimum_schema_version(self) -> int:
+        """The oldest format that holds everything this bundle uses (see :data:`SCHEMA_VERSION`)."""
+        return 2 if self.hybrid is not None and self.hybrid.length_edges else 1
+
+    @model_validator(mode="after")
+    def _version_holds_the_content(self) -> Manifest:
+        if self.schema_version < self.minimum_schema_version:
+            raise ValueError(
+                f"schema_version {self.schema_version} cannot hold a history-length gate "
+                f"(needs {self.minimum_schema_version}); an older reader would serve it with one weight"
+            )
+        return self
+
+    @property
     def normalised_items(self) -> bool:
         """Whether the index's item vectors are unit vectors (scores = cosines); R2END-Hybrid's are not."""
         return self.hybrid is None
@@ -241,6 +259,7 @@ def write_manifest(directory: Path, fields: dict[str, Any]) -> Manifest:
     """Checksum every file in ``directory`` and write ``manifest.json`` last."""
     files = {p.name: sha256_file(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST}
     manifest = Manifest(schema_version=SCHEMA_VERSION, files=files, **fields)
+    manifest = manifest.model_copy(update={"schema_version": manifest.minimum_schema_version})
     (directory / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
     return manifest
 
@@ -256,8 +275,8 @@ def load_manifest(directory: Path, verify_checksums: bool = True) -> Manifest:
     except json.JSONDecodeError as exc:
         raise BundleError(f"{path}: not valid JSON ({exc})") from exc
     version = raw.get("schema_version") if isinstance(raw, dict) else None
-    if version != SCHEMA_VERSION:
-        raise BundleError(f"{path}: schema_version {version!r}, this code reads version {SCHEMA_VERSION}")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SCHEMA_VERSION:
+        raise BundleError(f"{path}: schema_version {version!r}, this code reads versions 1 to {SCHEMA_VERSION}")
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:

@@ -275,6 +275,7 @@ def test_a_gated_bundle_serves_each_user_its_history_length_buckets_weight(train
     shutil.copytree(bundle, copy)
     manifest = json.loads((copy / B.MANIFEST).read_text())
     manifest["hybrid"].update(length_edges=[edge], length_weights=[0.0, 2.0])
+    manifest["schema_version"] = 2  # what write_manifest gives a gated bundle (older readers refuse it)
     (copy / B.MANIFEST).write_text(json.dumps(manifest))
     serving = ServingModel.load(copy, ServiceSettings(bundle_path=copy, warmup=False))
     hidden, text = gated.users(ds, histories)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,21 @@ def test_an_inconsistent_gate_is_refused(gate: dict, message: str):
     with pytest.raises(ValueError, match=message):
         B.HybridSpec(**{**SPEC.model_dump(), **gate})
     assert B.HybridSpec(**{**SPEC.model_dump(), "length_edges": [5.0], "length_weights": [0.1, 0.2]}).length_edges == [5.0]
+
+
+def test_a_gated_bundle_is_written_as_version_2_and_others_stay_readable_by_older_readers(tmp_path: Path):
+    gated = SPEC.model_copy(update={"length_edges": [5.0], "length_weights": [0.1, 0.2]})
+    fields = {k: v for k, v in FIELDS.items() if k not in ("schema_version", "files")}
+    (tmp_path / "f").write_bytes(b"x")
+    assert B.write_manifest(tmp_path, {**fields, "hybrid": SPEC}).schema_version == 1
+    assert B.write_manifest(tmp_path, {**fields, "hybrid": gated}).schema_version == 2
+    assert B.write_manifest(tmp_path, fields).schema_version == 1
+    with pytest.raises(ValueError, match="schema_version 1 cannot hold a history-length gate"):
+        B.Manifest(**{**FIELDS, "schema_version": 1, "hybrid": gated})
+
+
+@pytest.mark.parametrize("version", [0, B.SCHEMA_VERSION + 1, "2", True, None])
+def test_a_version_this_code_cannot_read_is_refused_naming_it(tmp_path: Path, version: object):
+    (tmp_path / B.MANIFEST).write_text(json.dumps({**FIELDS, "schema_version": version}))
+    with pytest.raises(B.BundleError, match=f"schema_version {version!r}, this code reads versions 1 to"):
+        B.load_manifest(tmp_path)
