@@ -156,7 +156,7 @@ def run_sasrec(
         config = SASRecConfig(**{**(overrides or {}), **grid_point})
         model = SASRec(config)
         label = trial_label(grid_point)
-        checkpoint = checkpoint_path(folder, label, config, ds.split_hash, cold=cold is not None)
+        checkpoint = checkpoint_path(folder, label, config, ds.split_hash, cold)
         model.fit(
             ds,
             validate=lambda m: evaluate(m, ds, "valid", mask_history, keep_per_user=False).metrics,

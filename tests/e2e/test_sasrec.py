@@ -163,7 +163,7 @@ def test_the_hybrid_tower_reuses_the_baselines_finished_run_of_the_tuned_model_a
     ds = _ds()
     config = SASRecConfig(hidden=16, max_len=20, max_epochs=2, patience=100, batch_size=8)
     folder = runs_dir() / "sasrec" / ds.name
-    baseline = checkpoint_path(folder, "hidden=16", config, ds.split_hash, cold=False)
+    baseline = checkpoint_path(folder, "hidden=16", config, ds.split_hash)
     SASRec(config.model_copy(update={"max_epochs": 1})).fit(ds, _validate(ds), checkpoint=baseline)
     assert finished_checkpoint(folder, config, ds.split_hash) is None, "a run still going is its own process's file"
     SASRec(config).fit(ds, _validate(ds), checkpoint=baseline)

@@ -258,10 +258,12 @@ def run_identity(config: SASRecConfig, split_hash: str, held_out: np.ndarray | N
     return identity
 
 
-def checkpoint_path(folder: Path, label: str, config: SASRecConfig, split_hash: str, cold: bool) -> Path:
-    """The one naming rule for SASRec checkpoints, ``{label}-{fingerprint}[-cold]-{split}.pt``: the
-    fingerprint names the model, so :func:`finished_checkpoint` finds a run of it under any label."""
-    return Path(folder) / f"{label}-{config.fingerprint()}{'-cold' if cold else ''}-{split_hash[:8]}.pt"
+def checkpoint_path(folder: Path, label: str, config: SASRecConfig, split_hash: str, held_out: np.ndarray | None = None) -> Path:
+    """The one naming rule for SASRec checkpoints, ``{label}-{fingerprint}[-cold]-{split}.pt`` (``-cold``
+    when items are held out, as in :func:`run_identity`): the fingerprint names the model, so
+    :func:`finished_checkpoint` finds a run of it under any label."""
+    cold = "-cold" if "held_out" in run_identity(config, split_hash, held_out) else ""
+    return Path(folder) / f"{label}-{config.fingerprint()}{cold}-{split_hash[:8]}.pt"
 
 
 def finished_checkpoint(folder: Path, config: SASRecConfig, split_hash: str, held_out: np.ndarray | None = None) -> Path | None:
@@ -269,8 +271,7 @@ def finished_checkpoint(folder: Path, config: SASRecConfig, split_hash: str, hel
     the tuned configuration), so it is not trained twice; None if there is none. Only a finished run
     (stopped by patience or the epoch cap) is reused, so two processes never write one file."""
     wanted = run_identity(config, split_hash, held_out)
-    cold = "-cold" if "held_out" in wanted else ""
-    for path in sorted(Path(folder).glob(f"*-{config.fingerprint()}{cold}-{split_hash[:8]}.pt")):
+    for path in sorted(Path(folder).glob(checkpoint_path(folder, "*", config, split_hash, held_out).name)):
         state = torch.load(path, weights_only=False, map_location="cpu")
         done = state["since_best"] >= config.patience or len(state["log"]) >= config.max_epochs
         if state["identity"] == wanted and done:

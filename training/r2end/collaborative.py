@@ -147,7 +147,7 @@ def sasrec_checkpoint(ds: PreparedDataset, held_out: np.ndarray | None = None) -
     config = SASRecConfig(**{**tuned, "threads": torch.get_num_threads()})
     folder = runs_dir() / "sasrec" / ds.name
     path = finished_checkpoint(folder, config, ds.split_hash, held_out) or checkpoint_path(
-        folder, "cf-tower", config, ds.split_hash, cold=held_out is not None and bool(np.any(held_out))
+        folder, "cf-tower", config, ds.split_hash, held_out
     )
     log.info("R2END+CF: SASRec-CE tower init %s -> %s", config.model_dump(), path)
     SASRec(config).fit(
