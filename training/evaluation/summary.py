@@ -47,6 +47,7 @@ MAIN_ROWS: list[tuple[str, str]] = [
 COLD_ROWS = [
     ("r2end-cold", "R2END (paper)"),
     ("r2end-hybrid-cold", "R2END-Hybrid"),
+    ("r2end-hybrid-gated-cold", "R2END-Hybrid, gated by history length"),
     ("text-hybrid-cold", "Text-Hybrid (no teacher)"),
     ("text-hybrid-gated-cold", "Text-Hybrid, gated by history length (no teacher)"),
     ("r2end-cf-sequence-cold", "R2END+CF, sequence tower"),
@@ -79,6 +80,7 @@ TEACHER_ROWS = {
     "r2end-hybrid",
     "r2end-hybrid-cold",
     "r2end-hybrid-gated",
+    "r2end-hybrid-gated-cold",
 }
 
 
