@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +39,14 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from index.verbalize import Verbaliser
 
+log = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 2
 """The newest manifest format this code reads and writes. 1: the original format; 2: adds the hybrid's
 history-length gate (``hybrid.length_edges``/``length_weights``). A bundle is written at the lowest
 version that holds it (:attr:`Manifest.minimum_schema_version`), so a gate-free bundle stays readable by
-older r2end, while an older r2end refuses a gated bundle instead of serving it with one weight."""
+older r2end, while an older r2end refuses a gated bundle instead of serving it with one weight. Gated bundles
+written as version 1 (before version 2 existed) are read with their gate and a warning (:func:`understated_version`)."""
 MANIFEST = "manifest.json"
 CATALOG = "catalog.jsonl"
 ITEM_VECTORS = "item_vectors.npy"
@@ -219,15 +223,6 @@ class Manifest(BaseModel):
         """The oldest format that holds everything this bundle uses (see :data:`SCHEMA_VERSION`)."""
         return 2 if self.hybrid is not None and self.hybrid.length_edges else 1
 
-    @model_validator(mode="after")
-    def _version_holds_the_content(self) -> Manifest:
-        if self.schema_version < self.minimum_schema_version:
-            raise ValueError(
-                f"schema_version {self.schema_version} cannot hold a history-length gate "
-                f"(needs {self.minimum_schema_version}); an older reader would serve it with one weight"
-            )
-        return self
-
     @property
     def normalised_items(self) -> bool:
         """Whether the index's item vectors are unit vectors (scores = cosines); R2END-Hybrid's are not."""
@@ -244,6 +239,20 @@ class Manifest(BaseModel):
     def index_dim(self) -> int:
         """Dim of the item vectors and the FAISS index: the text dim, plus SASRec's and a flag for hybrids."""
         return self.output_dim if self.hybrid is None else self.hybrid.sasrec_dim + self.output_dim + 1
+
+
+def understated_version(manifest: Manifest) -> str | None:
+    """Why ``manifest`` claims an older format than its content needs, or None.
+
+    Only gated bundles written before version 2 existed do: this code serves them with their gate, but
+    an older r2end would serve them with one weight, so the reader is told how to mark them."""
+    if manifest.schema_version >= manifest.minimum_schema_version:
+        return None
+    return (
+        f"schema_version {manifest.schema_version} but it has a history-length gate (version "
+        f"{manifest.minimum_schema_version}): served here with its gate, but an older r2end would serve it with one "
+        f"weight; export it again, or set schema_version to {manifest.minimum_schema_version} in the manifest"
+    )
 
 
 def sha256_file(path: Path) -> str:
@@ -281,6 +290,8 @@ def load_manifest(directory: Path, verify_checksums: bool = True) -> Manifest:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
         raise BundleError(f"{path}: invalid manifest: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}") from exc
+    if note := understated_version(manifest):
+        log.warning("%s: %s", path, note)
     for name in REQUIRED_FILES:
         if name not in manifest.files:
             raise BundleError(f"{path}: no checksum for required file {name}")

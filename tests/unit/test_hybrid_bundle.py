@@ -132,8 +132,17 @@ def test_a_gated_bundle_is_written_as_version_2_and_others_stay_readable_by_olde
     assert B.write_manifest(tmp_path, {**fields, "hybrid": SPEC}).schema_version == 1
     assert B.write_manifest(tmp_path, {**fields, "hybrid": gated}).schema_version == 2
     assert B.write_manifest(tmp_path, fields).schema_version == 1
-    with pytest.raises(ValueError, match="schema_version 1 cannot hold a history-length gate"):
-        B.Manifest(**{**FIELDS, "schema_version": 1, "hybrid": gated})
+    assert B.understated_version(B.Manifest(**{**FIELDS, "schema_version": 2, "hybrid": gated})) is None
+    assert B.understated_version(B.Manifest(**{**FIELDS, "schema_version": 1, "hybrid": SPEC})) is None
+
+
+def test_a_gated_bundle_written_as_version_1_is_read_with_its_gate_and_a_note_how_to_mark_it():
+    """Gated bundles exported before version 2 existed (e.g. an existing `make demo` bundle) keep working."""
+    gated = SPEC.model_copy(update={"length_edges": [5.0], "length_weights": [0.1, 0.2]})
+    manifest = B.Manifest(**{**FIELDS, "schema_version": 1, "hybrid": gated})
+    assert manifest.hybrid is not None and manifest.hybrid.length_weights == [0.1, 0.2]
+    note = B.understated_version(manifest)
+    assert note is not None and "older r2end would serve it with one weight" in note and "schema_version to 2" in note
 
 
 @pytest.mark.parametrize("version", [0, B.SCHEMA_VERSION + 1, "2", True, None])
