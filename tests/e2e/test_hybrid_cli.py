@@ -35,8 +35,16 @@ def trained(tmp_path_factory) -> Iterator[tuple[Path, dict]]:
         # `--variant text-hybrid` brings text-hybrid's settings (no teacher data: item targets, metadata item text)
         sets = [GRIDS, f"encoder={encoder}", "projection_epochs=1", "max_seq_length=64"]
         args = ["train", "--dataset", DATASET, "--variant", "text-hybrid", "--bundle", str(tmp / "bundle")]
+        args += ["--results-dir", str(tmp / "results")]  # as make demo passes it
         summary = json.loads(r2end_in_process(*args, *[part for value in [*sets, "threads=1"] for part in ("--set", value)]))
         yield tmp, summary
+
+
+def test_train_writes_its_result_where_results_dir_says(trained):
+    tmp, summary = trained
+    assert Path(summary["result"]) == tmp / "results" / DATASET / "text-hybrid.json"
+    assert json.loads(Path(summary["result"]).read_text())["model"] == "text-hybrid"
+    assert not (tmp / "home" / "results" / DATASET / "text-hybrid.json").exists(), "also written to the default folder"
 
 
 def test_train_exports_a_hybrid_bundle_that_matches_torch(trained):

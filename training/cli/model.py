@@ -136,6 +136,10 @@ def train(
         bool, typer.Option(help="run even if teacher data is incomplete (results go to $R2END_HOME/runs)")
     ] = False,
     data_dir: TeacherDirOpt = None,
+    results_dir: Annotated[
+        Path | None,
+        typer.Option(help="write the result JSON under this folder instead of docs/results (make demo: $R2END_HOME/results)"),
+    ] = None,
 ) -> None:
     """Train R2END from cached teacher data, evaluate it, export the bundle."""
     from training.r2end.run import bundle_dir, train_and_report
@@ -144,7 +148,7 @@ def train(
     ds = load_dataset(dataset)
     target = None if no_export else (bundle or bundle_dir(dataset, variant))
     try:
-        summary = train_and_report(config, ds, data_dir, target, allow_partial)
+        summary = train_and_report(config, ds, data_dir, target, allow_partial, results_dir)
     except RuntimeError as exc:
         fail(str(exc))
     console.print_json(json.dumps(summary))

