@@ -22,7 +22,8 @@ from training.data.registry import load_dataset
 from training.teacher.runner import task_key
 from training.teacher.tasks import build_tasks
 
-N_USERS = 10  # SmolLM2 rambles to the token limit and is retried: ~9 s per task on one thread
+N_USERS = 5  # SmolLM2 rambles to the token limit and is retried: ~9 s per task on one thread, so few users
+PER_USER = 10  # everyone watches all 10 movies: 5 users keep every movie through the 5-core filter
 
 
 def parse_all(lines: list[bytes]) -> list[dict]:
@@ -36,7 +37,7 @@ def parse_all(lines: list[bytes]) -> list[dict]:
 
 
 def test_kill_mid_run_then_resume(tmp_path):
-    raw = write_tiny_recbole(tmp_path / "raw", n_users=N_USERS)
+    raw = write_tiny_recbole(tmp_path / "raw", n_users=N_USERS, per_user=PER_USER)
     out = tmp_path / "teacher"
     path = out / "ml-tiny" / "oracle.jsonl"
     tasks = build_tasks(load_dataset("ml-tiny", "recbole", raw), "oracle")
