@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,75 @@ def run_meanpool(ds: PreparedDataset, encoder: str, max_items: int = 8, mask_his
 NOT_CONVERGED = "stopped by the epoch cap, not converged"
 
 
+@dataclass(frozen=True)
+class PlannedTrial:
+    """One configuration of a grid: what it trains and where its checkpoint lives."""
+
+    grid_point: dict[str, Any]
+    config: Any  # SASRecConfig (imported lazily: it needs torch)
+    label: str
+    checkpoint: Path
+
+
+def plan_trials(
+    view: PreparedDataset,
+    grid_name: str,
+    overrides: dict[str, Any] | None = None,
+    only: dict[str, list[Any]] | None = None,
+    cold: Any = None,
+) -> list[PlannedTrial]:
+    """The trials of a grid on ``view`` (the training view under the cold-start protocol), in order:
+    the one place that names their configurations and checkpoint files (training and status read it)."""
+    from training.models.sasrec import SASRecConfig, checkpoint_path
+
+    points = select_grid(grid_name, only)
+    if not points:
+        raise ValueError(f"--only {only}: no configuration of grid {grid_name!r} left")
+    folder = runs_dir() / "sasrec" / view.name
+    plan = []
+    for grid_point in points:
+        config = SASRecConfig(**{**(overrides or {}), **grid_point})
+        label = trial_label(grid_point)
+        plan.append(PlannedTrial(grid_point, config, label, checkpoint_path(folder, label, config, view.split_hash, cold)))
+    return plan
+
+
+def grid_status(
+    ds: PreparedDataset,
+    grid_name: str,
+    overrides: dict[str, Any] | None = None,
+    only: dict[str, list[Any]] | None = None,
+    cold_share: float = 0.0,
+) -> list[dict[str, Any]]:
+    """Where each trial of a grid stands, read from its checkpoint (nothing is trained): a grid runs
+    for hours, across sessions, and a user needs to see what is done, what resumes and what is left.
+    The validation scores are the training log's; selection still happens when the grid has run."""
+    import torch
+
+    from training.models.sasrec import run_identity
+
+    view, cold = cold_setup(ds, cold_share)
+    rows = []
+    for planned in plan_trials(view, grid_name, overrides, only, cold):
+        row: dict[str, Any] = {"trial": planned.label, "state": "not started", "epochs": 0, "best_epoch": None}
+        row.update({"valid_NDCG@10": None, "valid_HR@10": None, "checkpoint": None})
+        if planned.checkpoint.is_file():
+            state = torch.load(planned.checkpoint, weights_only=False, map_location="cpu")
+            row["checkpoint"] = str(planned.checkpoint)
+            if state["identity"] != run_identity(planned.config, view.split_hash, cold):
+                row["state"] = "other run in this file (restarts)"
+            elif state["log"]:
+                log = state["log"]
+                best = max(log, key=lambda e: e["valid_NDCG@10"])
+                cfg = planned.config
+                stop = stopped_by(log, best["epoch"], cfg.patience, cfg.max_epochs)
+                row.update(epochs=len(log), best_epoch=best["epoch"])
+                row.update({"valid_NDCG@10": best["valid_NDCG@10"], "valid_HR@10": best["valid_HR@10"]})
+                row["state"] = "unfinished (resumes)" if stop == "unfinished" else f"done ({stop})"
+        rows.append(row)
+    return rows
+
+
 def run_sasrec(
     ds: PreparedDataset,
     grid_name: str = "small",
@@ -142,21 +212,14 @@ def run_sasrec(
     With ``only`` (a subset of the grid's values) the result is written to
     ``$R2END_HOME/runs/partial-results`` and never into the committed tables.
     """
-    from training.models.sasrec import SASRec, SASRecConfig, checkpoint_path
+    from training.models.sasrec import SASRec
 
-    points = select_grid(grid_name, only)
-    if not points:
-        raise ValueError(f"--only {only}: no configuration of grid {grid_name!r} left")
     full, (ds, cold) = ds, cold_setup(ds, cold_share)
-    folder = runs_dir() / "sasrec" / ds.name
-
     trials = []
     best_model, best_valid = None, None
-    for grid_point in points:
-        config = SASRecConfig(**{**(overrides or {}), **grid_point})
+    for planned in plan_trials(ds, grid_name, overrides, only, cold):
+        grid_point, config, label, checkpoint = planned.grid_point, planned.config, planned.label, planned.checkpoint
         model = SASRec(config)
-        label = trial_label(grid_point)
-        checkpoint = checkpoint_path(folder, label, config, ds.split_hash, cold)
         model.fit(
             ds,
             validate=lambda m: evaluate(m, ds, "valid", mask_history, keep_per_user=False).metrics,

@@ -292,3 +292,47 @@ def test_a_grid_subset_is_recorded_apart_from_the_results(tmp_path, monkeypatch)
     record = json.loads(path.read_text())
     assert [t["grid_point"]["hidden"] for t in record["config"]["trials"]] == [16]
     assert record["config"]["only"] == {"hidden": [16]} and baselines.PARTIAL in record["notes"]
+
+
+def test_grid_status_reads_each_trial_from_its_checkpoint_and_trains_nothing(tmp_path, monkeypatch):
+    import pytest
+
+    baselines = _tiny_grid(tmp_path, monkeypatch, "home")
+    ds = _ds()
+    assert [r["state"] for r in baselines.grid_status(ds, "tiny", COMMON)] == ["not started", "not started"]
+
+    def kill(label, entry):
+        if label == "dropout=0.1,hidden=16" and entry["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        baselines.run_sasrec(ds, "tiny", COMMON, on_epoch=kill)
+    first, second = baselines.grid_status(ds, "tiny", COMMON)
+    assert first["trial"] == "dropout=0.1,hidden=8" and first["state"] == "done (epoch cap)" and first["epochs"] == 3
+    assert 1 <= first["best_epoch"] <= 3 and 0 <= first["valid_NDCG@10"] <= first["valid_HR@10"] <= 1
+    assert second["state"] == "unfinished (resumes)" and second["epochs"] == 2  # epoch 3 died before its checkpoint
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "home" / "runs" / "sasrec").rglob("*.pt")}
+    baselines.grid_status(ds, "tiny", COMMON)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps, "status must not write a checkpoint"
+    # a higher epoch cap is the same run (a run's identity leaves the cap out): it resumes
+    assert baselines.grid_status(ds, "tiny", {**COMMON, "max_epochs": 5})[0]["state"] == "unfinished (resumes)"
+    # under the cold-start protocol the same grid has its own checkpoints: none yet
+    assert [r["state"] for r in baselines.grid_status(ds, "tiny", COMMON, cold_share=0.2)] == ["not started", "not started"]
+
+
+def test_cli_status_prints_the_grid_without_training(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import training.cli.model as cli_model
+    from training.cli import app
+
+    _tiny_grid(tmp_path, monkeypatch, "home")
+
+    monkeypatch.setattr(cli_model, "load_dataset", lambda *a, **k: _ds())
+    args = ["baseline", "sasrec-ce", "movies", "--grid", "tiny", "--status", "--set", "max_len=20", "--set", "max_epochs=3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "dropout=0.1,hidden=8" in result.output and "not started" in result.output and "0 of 2 trials done" in result.output
+    assert not (tmp_path / "home" / "runs" / "sasrec").exists()
+    refused = CliRunner().invoke(app, ["baseline", "pop", "movies", "--status"])
+    assert refused.exit_code != 0 and "--status apply to sasrec-ce only" in refused.output

@@ -84,6 +84,10 @@ def baseline(
     no_mask: Annotated[bool, typer.Option("--no-mask", help="do not mask history items when ranking")] = False,
     cold_start: Annotated[float, typer.Option(help="cold-start protocol: share of items held out of training (0 = off)")] = 0.0,
     set_: Annotated[list[str] | None, typer.Option("--set", help="SASRec config field: key=value (e.g. hidden=128)")] = None,
+    status: Annotated[
+        bool,
+        typer.Option("--status", help="sasrec-ce: show where each trial of the grid stands (from its checkpoint); train nothing"),
+    ] = False,
     fmt: FormatOpt = None,
     path: PathOpt = None,
 ) -> None:
@@ -103,9 +107,12 @@ def baseline(
             baselines.select_grid(grid, subset)
         except ValueError as exc:
             fail(str(exc))
-    elif set_ or only:
-        fail(f"--set and --only apply to sasrec-ce only, not {name}")
+    elif set_ or only or status:
+        fail(f"--set, --only and --status apply to sasrec-ce only, not {name}")
     ds = load_dataset(dataset, fmt, path)
+    if status:
+        _print_grid_status(baselines.grid_status(ds, grid, overrides, subset or None, cold_start), grid)
+        return
     if name == "pop":
         out = baselines.run_pop(ds, not no_mask, cold_start)
     elif name == "meanpool":
@@ -122,6 +129,24 @@ def baseline(
             only=subset or None,
         )
     console.print(f"wrote {out}")
+
+
+def _print_grid_status(rows: list[dict], grid: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"SASRec-CE grid '{grid}': validation NDCG@10 of each trial's best epoch so far")
+    for column in ("trial", "state", "epochs", "best epoch", "valid NDCG@10", "valid HR@10"):
+        table.add_column(column, justify="left" if column in ("trial", "state") else "right")
+    for row in rows:
+        scores = [f"{row[k]:.4f}" if row[k] is not None else "-" for k in ("valid_NDCG@10", "valid_HR@10")]
+        table.add_row(row["trial"], row["state"], str(row["epochs"]), str(row["best_epoch"] or "-"), *scores)
+    console.print(table)
+    done = [r for r in rows if r["state"].startswith("done")]
+    line = f"{len(done)} of {len(rows)} trials done"
+    if done:
+        lead = max(done, key=lambda r: r["valid_NDCG@10"])
+        line += f"; leading on validation among them: {lead['trial']} ({lead['valid_NDCG@10']:.4f})"
+    console.print(line)
 
 
 @app.command("train")
