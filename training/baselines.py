@@ -176,20 +176,20 @@ def grid_status(
     rows = []
     for planned in plan_trials(view, grid_name, overrides, only, cold):
         row: dict[str, Any] = {"trial": planned.label, "state": "not started", "epochs": 0, "best_epoch": None}
-        row.update({"valid_NDCG@10": None, "valid_HR@10": None, "checkpoint": None})
-        if planned.checkpoint.is_file():
-            state = torch.load(planned.checkpoint, weights_only=False, map_location="cpu")
-            row["checkpoint"] = str(planned.checkpoint)
-            if state["identity"] != run_identity(planned.config, view.split_hash, cold):
-                row["state"] = "other run in this file (restarts)"
-            elif state["log"]:
-                log = state["log"]
-                best = max(log, key=lambda e: e["valid_NDCG@10"])
-                cfg = planned.config
-                stop = stopped_by(log, best["epoch"], cfg.patience, cfg.max_epochs)
-                row.update(epochs=len(log), best_epoch=best["epoch"])
-                row.update({"valid_NDCG@10": best["valid_NDCG@10"], "valid_HR@10": best["valid_HR@10"]})
-                row["state"] = "unfinished (resumes)" if stop == "unfinished" else f"done ({stop})"
+        row |= {"valid_NDCG@10": None, "valid_HR@10": None}
+        state = torch.load(planned.checkpoint, weights_only=False, map_location="cpu") if planned.checkpoint.is_file() else None
+        if state is not None and state["identity"] != run_identity(planned.config, view.split_hash, cold):
+            row["state"] = "other run in this file (restarts)"
+        elif state is not None and state["log"]:
+            log, cfg = state["log"], planned.config
+            best = max(log, key=lambda e: e["valid_NDCG@10"])
+            stop = stopped_by(log, best["epoch"], cfg.patience, cfg.max_epochs)
+            row |= {
+                "epochs": len(log),
+                "best_epoch": best["epoch"],
+                "state": "unfinished (resumes)" if stop == "unfinished" else f"done ({stop})",
+            }
+            row |= {"valid_NDCG@10": best["valid_NDCG@10"], "valid_HR@10": best["valid_HR@10"]}
         rows.append(row)
     return rows
 
