@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training import run_archive
 from training.data.preprocess import PreparedDataset
 from training.evaluation.evaluator import evaluate
 from training.evaluation.report import write_result
@@ -158,6 +159,38 @@ def plan_trials(
     return plan
 
 
+def _trial_entry(planned: PlannedTrial, log: list[dict], valid: dict[str, float]) -> dict[str, Any]:
+    """What the result file records of one trial (trained here or read from its archived record)."""
+    best_epoch = max(log, key=lambda e: e["valid_NDCG@10"])["epoch"]
+    config = planned.config
+    return {
+        "config": config.model_dump(),
+        "grid_point": planned.grid_point,
+        "best_epoch": best_epoch,
+        "epochs_run": len(log),
+        "stopped_by": stopped_by(log, best_epoch, config.patience, config.max_epochs),
+        "valid_NDCG@10": valid["NDCG@10"],
+        "valid": valid,
+        "checkpoint": planned.checkpoint.name,
+        "log": log,
+    }
+
+
+def _finished_record(planned: PlannedTrial, split_hash: str, cold: Any) -> dict[str, Any] | None:
+    """The archived record of this trial when its checkpoint is gone and the record says it is done
+    under this run's patience and cap (a record of a shorter run is no substitute for training)."""
+    from training.models.sasrec import run_identity
+
+    if planned.checkpoint.is_file() or run_archive.archived_checkpoint(planned.checkpoint).is_file():
+        return None
+    record = run_archive.read_record(planned.checkpoint, run_identity(planned.config, split_hash, cold))
+    if record is None:
+        return None
+    log, cfg = record["log"], planned.config
+    best = max(log, key=lambda e: e["valid_NDCG@10"])["epoch"]
+    return record if stopped_by(log, best, cfg.patience, cfg.max_epochs) != "unfinished" else None
+
+
 def grid_status(
     ds: PreparedDataset,
     grid_name: str,
@@ -165,8 +198,9 @@ def grid_status(
     only: dict[str, list[Any]] | None = None,
     cold_share: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Where each trial of a grid stands, read from its checkpoint (nothing is trained): a grid runs
-    for hours, across sessions, and a user needs to see what is done, what resumes and what is left.
+    """Where each trial of a grid stands, read from its checkpoint (live, else archived whole, else its
+    archived record; nothing is trained or written): a grid runs for hours, across sessions and
+    machines, and a user needs to see what is done, what resumes and what is left.
     The validation scores are the training log's; selection still happens when the grid has run."""
     import torch
 
@@ -177,21 +211,59 @@ def grid_status(
     for planned in plan_trials(view, grid_name, overrides, only, cold):
         row: dict[str, Any] = {"trial": planned.label, "state": "not started", "epochs": 0, "best_epoch": None}
         row |= {"valid_NDCG@10": None, "valid_HR@10": None}
-        state = torch.load(planned.checkpoint, weights_only=False, map_location="cpu") if planned.checkpoint.is_file() else None
+        source = next((p for p in (planned.checkpoint, run_archive.archived_checkpoint(planned.checkpoint)) if p.is_file()), None)
+        state = torch.load(source, weights_only=False, map_location="cpu") if source is not None else None
+        record = _finished_record(planned, view.split_hash, cold) if source is None else None
+        where = "" if source == planned.checkpoint else ", archived" if source is not None else ", archived record"
         if state is not None and state["identity"] != run_identity(planned.config, view.split_hash, cold):
             row["state"] = "other run in this file (restarts)"
-        elif state is not None and state["log"]:
-            log, cfg = state["log"], planned.config
+        elif log := (state or record or {}).get("log"):
+            cfg = planned.config
             best = max(log, key=lambda e: e["valid_NDCG@10"])
             stop = stopped_by(log, best["epoch"], cfg.patience, cfg.max_epochs)
             row |= {
                 "epochs": len(log),
                 "best_epoch": best["epoch"],
-                "state": "unfinished (resumes)" if stop == "unfinished" else f"done ({stop})",
+                "state": ("unfinished (resumes)" if stop == "unfinished" else f"done ({stop})") + where,
             }
             row |= {"valid_NDCG@10": best["valid_NDCG@10"], "valid_HR@10": best["valid_HR@10"]}
         rows.append(row)
     return rows
+
+
+def archive_grid(
+    ds: PreparedDataset,
+    grid_name: str,
+    overrides: dict[str, Any] | None = None,
+    only: dict[str, list[Any]] | None = None,
+    cold_share: float = 0.0,
+    whole: bool = False,
+    mask_history: bool = True,
+) -> list[tuple[str, str]]:
+    """Archive what a grid has reached into ``data/runs/`` (see :mod:`training.run_archive`): each
+    finished trial's record (its best weights reloaded and evaluated on validation, nothing trained)
+    and, with ``whole``, every checkpoint as it is, finished or not. Returns (trial, what was kept)."""
+    from training.models.sasrec import SASRec, run_identity
+
+    view, cold = cold_setup(ds, cold_share)
+    kept = []
+    for planned in plan_trials(view, grid_name, overrides, only, cold):
+        if not planned.checkpoint.is_file():
+            kept.append((planned.label, "nothing (no checkpoint here)"))
+            continue
+        what = []
+        if whole:
+            what.append(f"checkpoint {run_archive.keep_checkpoint(planned.checkpoint)}")
+        model = SASRec(planned.config.model_copy(update={"max_epochs": 0}))  # reload, never train
+        model.fit(view, validate=lambda m: {}, checkpoint=planned.checkpoint, held_out=cold)
+        log, cfg = model.log, planned.config
+        finished = log and stopped_by(log, max(log, key=lambda e: e["valid_NDCG@10"])["epoch"], cfg.patience, cfg.max_epochs)
+        if finished and finished != "unfinished":
+            valid = evaluate(model, view, "valid", mask_history, keep_per_user=False).metrics
+            record = {"identity": run_identity(cfg, view.split_hash, cold), "log": log, "valid": valid}
+            what.append(f"record {run_archive.keep_record(planned.checkpoint, record)}")
+        kept.append((planned.label, ", ".join(what) or "nothing (unfinished; --whole keeps it)"))
+    return kept
 
 
 def run_sasrec(
@@ -211,47 +283,51 @@ def run_sasrec(
     :meth:`SASRec.fit`), and is tested on the full split, like every other model.
     With ``only`` (a subset of the grid's values) the result is written to
     ``$R2END_HOME/runs/partial-results`` and never into the committed tables.
+    A trial whose checkpoint is gone is restored from ``data/runs/`` (whole) or taken from its
+    archived record (validation only): such a trial is retrained only if it wins.
     """
     from training.models.sasrec import SASRec
 
     full, (ds, cold) = ds, cold_setup(ds, cold_share)
-    trials = []
-    best_model, best_valid = None, None
-    for planned in plan_trials(ds, grid_name, overrides, only, cold):
-        grid_point, config, label, checkpoint = planned.grid_point, planned.config, planned.label, planned.checkpoint
-        model = SASRec(config)
+
+    def train(planned: PlannedTrial) -> tuple[Any, Any]:
+        run_archive.restore(planned.checkpoint)
+        model = SASRec(planned.config)
         model.fit(
             ds,
             validate=lambda m: evaluate(m, ds, "valid", mask_history, keep_per_user=False).metrics,
-            progress=(lambda entry, label=label: on_epoch(label, entry)) if on_epoch else None,
-            checkpoint=checkpoint,
+            progress=(lambda entry, label=planned.label: on_epoch(label, entry)) if on_epoch else None,
+            checkpoint=planned.checkpoint,
             held_out=cold,
         )
-        valid = evaluate(model, ds, "valid", mask_history, keep_per_user=False)
-        best_epoch = max(model.log, key=lambda e: e["valid_NDCG@10"])["epoch"]
-        trials.append(
-            {
-                "config": config.model_dump(),
-                "grid_point": grid_point,
-                "best_epoch": best_epoch,
-                "epochs_run": len(model.log),
-                "stopped_by": stopped_by(model.log, best_epoch, config.patience, config.max_epochs),
-                "valid_NDCG@10": valid.metrics["NDCG@10"],
-                "valid": valid.metrics,
-                "checkpoint": checkpoint.name,
-                "log": model.log,
-            }
+        return model, evaluate(model, ds, "valid", mask_history, keep_per_user=False)
+
+    trials, best = [], None  # best: (trial entry, planned, model or None, valid or None)
+    for planned in plan_trials(ds, grid_name, overrides, only, cold):
+        record = _finished_record(planned, ds.split_hash, cold)
+        if record is not None:
+            model, valid, entry = None, None, _trial_entry(planned, record["log"], record["valid"])
+        else:
+            model, valid = train(planned)
+            entry = _trial_entry(planned, model.log, valid.metrics)
+        trials.append(entry)
+        if best is None or entry["valid_NDCG@10"] > best[0]["valid_NDCG@10"]:
+            best = (entry, planned, model, valid)
+    assert best is not None
+    best_trial, best_planned, best_model, best_valid = best
+    retrained = ""
+    if best_model is None:  # the winner is known from its archived record only: its weights are needed for test
+        best_model, best_valid = train(best_planned)
+        retrained = (
+            f"; the best configuration was retrained from scratch (its checkpoint was lost; archived record: "
+            f"valid NDCG@10 {best_trial['valid_NDCG@10']:.5f}, retrained {best_valid.metrics['NDCG@10']:.5f})"
         )
-        if best_valid is None or valid.metrics["NDCG@10"] > best_valid.metrics["NDCG@10"]:
-            best_model, best_valid = model, valid
-    assert best_model is not None and best_valid is not None
     test = evaluate(best_model, full, "test", mask_history)
-    best_trial = next(t for t in trials if t["config"] == best_model.config.model_dump())
     subset = f" (subset {only} of {len(select_grid(grid_name))}: {PARTIAL})" if only else ""
     notes = (
         f"grid '{grid_name}' ({len(trials)} configurations{subset}) selected by validation NDCG@10; "
         f"best stopped at epoch {best_trial['best_epoch']} of {best_trial['epochs_run']} "
-        f"(patience {best_model.config.patience})"
+        f"(patience {best_model.config.patience}){retrained}"
     )
     if best_trial["stopped_by"] == "epoch cap":
         notes += f"; {NOT_CONVERGED} at max_epochs={best_model.config.max_epochs} while validation NDCG@10 still improved"
@@ -273,7 +349,7 @@ def run_sasrec(
             "trials": [{k: v for k, v in t.items() if k != "log"} for t in trials],
         },
         valid=best_valid,
-        training_log=best_trial["log"],
+        training_log=best_model.log,
         notes=notes,
         extra=cold_extra(full, cold, test, cold_share, ds),
         out_dir=out_dir,

@@ -334,5 +334,91 @@ def test_cli_status_prints_the_grid_without_training(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "dropout=0.1,hidden=8" in result.output and "not started" in result.output and "0 of 2 trials done" in result.output
     assert not (tmp_path / "home" / "runs" / "sasrec").exists()
+    _archive_to(tmp_path, monkeypatch)
+    archived = CliRunner().invoke(app, [*args[:5], "--archive", *args[6:]])
+    assert archived.exit_code == 0 and "dropout=0.1,hidden=8: nothing (no checkpoint here)" in archived.output, archived.output
+    whole = CliRunner().invoke(app, [*args, "--whole"])
+    assert whole.exit_code == 2 and "--whole applies to --archive only" in whole.output
     refused = CliRunner().invoke(app, ["baseline", "pop", "movies", "--status"])
-    assert refused.exit_code != 0 and "--status apply to sasrec-ce only" in refused.output
+    assert refused.exit_code != 0 and "--status and --archive apply to sasrec-ce only" in refused.output
+
+
+# --------------------------------------------------------------------------- the archive in data/runs/ (lost machines)
+
+
+def _archive_to(tmp_path, monkeypatch):
+    from training import run_archive
+
+    monkeypatch.setattr(run_archive, "archive_dir", lambda: tmp_path / "archive")
+    return tmp_path / "archive"
+
+
+def test_a_grid_archived_as_records_survives_a_lost_home_and_retrains_only_its_winner(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    baselines = _tiny_grid(tmp_path, monkeypatch, "home")
+    archive = _archive_to(tmp_path, monkeypatch)
+    ds = _ds()
+    before = json.loads(baselines.run_sasrec(ds, "tiny", COMMON).read_text())
+    kept = baselines.archive_grid(ds, "tiny", COMMON)
+    assert [label for label, _ in kept] == ["dropout=0.1,hidden=8", "dropout=0.1,hidden=16"]
+    assert all(what.startswith("record ") for _, what in kept)
+    assert not list(archive.rglob("*.pt")), "records only: no weights without --whole"
+    shutil.rmtree(tmp_path / "home")  # the machine and $R2END_HOME with it
+
+    rows = baselines.grid_status(ds, "tiny", COMMON)
+    assert [r["state"] for r in rows] == ["done (epoch cap), archived record"] * 2
+    assert [r["valid_NDCG@10"] for r in rows] == [round(t["valid_NDCG@10"], 5) for t in before["config"]["trials"]]
+    # a longer run than the record's is not done: it would train from scratch
+    assert [r["state"] for r in baselines.grid_status(ds, "tiny", {**COMMON, "max_epochs": 5})] == ["not started"] * 2
+
+    seen = []
+    after = json.loads(baselines.run_sasrec(ds, "tiny", COMMON, on_epoch=lambda label, e: seen.append(label)).read_text())
+    winner = next(
+        baselines.trial_label(t["grid_point"]) for t in before["config"]["trials"] if t["config"] == before["config"]["best"]
+    )
+    assert set(seen) == {winner} and len(seen) == 3, "only the winner is retrained (its weights are needed for test)"
+    assert [t["valid"] for t in after["config"]["trials"]] == [t["valid"] for t in before["config"]["trials"]]
+    assert after["config"]["best"] == before["config"]["best"] and after["test"] == before["test"]
+    assert "retrained from scratch" in after["notes"]
+    assert len(list((tmp_path / "home" / "runs" / "sasrec").rglob("*.pt"))) == 1
+
+
+def test_a_run_archived_whole_resumes_where_it_stopped_on_another_machine(tmp_path, monkeypatch):
+    import shutil
+
+    import pytest
+
+    from training.models.sasrec import SASRecConfig, finished_checkpoint
+    from training.paths import runs_dir
+
+    baselines = _tiny_grid(tmp_path, monkeypatch, "home")
+    _archive_to(tmp_path, monkeypatch)
+    ds = _ds()
+    only = {"hidden": [8]}
+
+    def kill(label, entry):
+        if entry["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        baselines.run_sasrec(ds, "tiny", COMMON, on_epoch=kill, only=only)
+    assert baselines.archive_grid(ds, "tiny", COMMON, only) == [
+        ("dropout=0.1,hidden=8", "nothing (unfinished; --whole keeps it)")
+    ]
+    ((label, what),) = baselines.archive_grid(ds, "tiny", COMMON, only, whole=True)
+    assert label == "dropout=0.1,hidden=8" and what.startswith("checkpoint ") and "record" not in what
+    shutil.rmtree(tmp_path / "home")
+
+    assert baselines.grid_status(ds, "tiny", COMMON, only)[0]["state"] == "unfinished (resumes), archived"
+    seen = []
+    baselines.run_sasrec(ds, "tiny", COMMON, on_epoch=lambda label, e: seen.append(e["epoch"]), only=only)
+    assert seen == [2, 3], "resumed at the archived epoch, not from scratch"
+
+    # a finished run archived whole is what the hybrid's tower finds, after another loss
+    baselines.archive_grid(ds, "tiny", COMMON, only, whole=True)
+    shutil.rmtree(tmp_path / "home")
+    config = SASRecConfig(**{**COMMON, "dropout": 0.1, "hidden": 8})
+    found = finished_checkpoint(runs_dir() / "sasrec" / ds.name, config, ds.split_hash)
+    assert found is not None and found.is_file() and found.parent == runs_dir() / "sasrec" / ds.name

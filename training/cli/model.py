@@ -88,6 +88,17 @@ def baseline(
         bool,
         typer.Option("--status", help="sasrec-ce: show where each trial of the grid stands (from its checkpoint); train nothing"),
     ] = False,
+    archive: Annotated[
+        bool,
+        typer.Option(
+            "--archive",
+            help="sasrec-ce: keep each finished trial's record in data/runs/ (commit it) so the grid survives "
+            "a lost $R2END_HOME; train nothing",
+        ),
+    ] = False,
+    whole: Annotated[
+        bool, typer.Option("--whole", help="with --archive: keep every checkpoint whole, unfinished ones too (MBs each)")
+    ] = False,
     fmt: FormatOpt = None,
     path: PathOpt = None,
 ) -> None:
@@ -107,11 +118,17 @@ def baseline(
             baselines.select_grid(grid, subset)
         except ValueError as exc:
             fail(str(exc))
-    elif set_ or only or status:
-        fail(f"--set, --only and --status apply to sasrec-ce only, not {name}")
+    elif set_ or only or status or archive:
+        fail(f"--set, --only, --status and --archive apply to sasrec-ce only, not {name}")
+    if whole and not archive:
+        fail("--whole applies to --archive only")
     ds = load_dataset(dataset, fmt, path)
     if status:
         _print_grid_status(baselines.grid_status(ds, grid, overrides, subset or None, cold_start), grid)
+        return
+    if archive:
+        for trial, kept in baselines.archive_grid(ds, grid, overrides, subset or None, cold_start, whole, not no_mask):
+            console.print(f"{trial}: {kept}")
         return
     if name == "pop":
         out = baselines.run_pop(ds, not no_mask, cold_start)

@@ -21,6 +21,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from training import run_archive
 from training.data.preprocess import PreparedDataset
 
 
@@ -269,9 +270,12 @@ def checkpoint_path(folder: Path, label: str, config: SASRecConfig, split_hash: 
 def finished_checkpoint(folder: Path, config: SASRecConfig, split_hash: str, held_out: np.ndarray | None = None) -> Path | None:
     """A finished run of exactly this model on this data under any label (e.g. the baseline grid's run of
     the tuned configuration), so it is not trained twice; None if there is none. Only a finished run
-    (stopped by patience or the epoch cap) is reused, so two processes never write one file."""
+    (stopped by patience or the epoch cap) is reused, so two processes never write one file; one archived
+    whole in ``data/runs/`` is restored first."""
     wanted = run_identity(config, split_hash, held_out)
-    for path in sorted(Path(folder).glob(checkpoint_path(folder, "*", config, split_hash, held_out).name)):
+    pattern = checkpoint_path(folder, "*", config, split_hash, held_out).name
+    run_archive.restore_matching(folder, pattern)  # a finished run lost with its machine but archived whole
+    for path in sorted(Path(folder).glob(pattern)):
         state = torch.load(path, weights_only=False, map_location="cpu")
         done = state["since_best"] >= config.patience or len(state["log"]) >= config.max_epochs
         if state["identity"] == wanted and done:
