@@ -69,9 +69,17 @@ def trial_label(grid_point: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in grid_point.items()) or "default"
 
 
-def stopped_by(log: list[dict], best_epoch: int, patience: int, max_epochs: int) -> str:
-    """``patience`` (converged by early stopping) or ``epoch cap`` (still improving when it hit max_epochs)."""
-    return "patience" if len(log) - best_epoch >= patience else "epoch cap" if len(log) >= max_epochs else "unfinished"
+def best_epoch(log: list[dict]) -> int:
+    """The epoch with the best validation NDCG@10 in a training log (the weights a run keeps)."""
+    return max(log, key=lambda e: e["valid_NDCG@10"])["epoch"]
+
+
+def stopped_by(log: list[dict], config: Any) -> str:
+    """``patience`` (converged by early stopping), ``epoch cap`` (still improving when it hit
+    max_epochs) or ``unfinished``, for a training log under ``config``'s patience and cap."""
+    if len(log) - best_epoch(log) >= config.patience:
+        return "patience"
+    return "epoch cap" if len(log) >= config.max_epochs else "unfinished"
 
 
 def cold_setup(ds: PreparedDataset, cold_share: float, seed: int = 22) -> tuple[PreparedDataset, Any]:
@@ -161,14 +169,12 @@ def plan_trials(
 
 def _trial_entry(planned: PlannedTrial, log: list[dict], valid: dict[str, float]) -> dict[str, Any]:
     """What the result file records of one trial (trained here or read from its archived record)."""
-    best_epoch = max(log, key=lambda e: e["valid_NDCG@10"])["epoch"]
-    config = planned.config
     return {
-        "config": config.model_dump(),
+        "config": planned.config.model_dump(),
         "grid_point": planned.grid_point,
-        "best_epoch": best_epoch,
+        "best_epoch": best_epoch(log),
         "epochs_run": len(log),
-        "stopped_by": stopped_by(log, best_epoch, config.patience, config.max_epochs),
+        "stopped_by": stopped_by(log, planned.config),
         "valid_NDCG@10": valid["NDCG@10"],
         "valid": valid,
         "checkpoint": planned.checkpoint.name,
@@ -184,11 +190,7 @@ def _finished_record(planned: PlannedTrial, split_hash: str, cold: Any) -> dict[
     if planned.checkpoint.is_file() or run_archive.archived_checkpoint(planned.checkpoint).is_file():
         return None
     record = run_archive.read_record(planned.checkpoint, run_identity(planned.config, split_hash, cold))
-    if record is None:
-        return None
-    log, cfg = record["log"], planned.config
-    best = max(log, key=lambda e: e["valid_NDCG@10"])["epoch"]
-    return record if stopped_by(log, best, cfg.patience, cfg.max_epochs) != "unfinished" else None
+    return record if record is not None and stopped_by(record["log"], planned.config) != "unfinished" else None
 
 
 def grid_status(
@@ -218,9 +220,8 @@ def grid_status(
         if state is not None and state["identity"] != run_identity(planned.config, view.split_hash, cold):
             row["state"] = "other run in this file (restarts)"
         elif log := (state or record or {}).get("log"):
-            cfg = planned.config
             best = max(log, key=lambda e: e["valid_NDCG@10"])
-            stop = stopped_by(log, best["epoch"], cfg.patience, cfg.max_epochs)
+            stop = stopped_by(log, planned.config)
             row |= {
                 "epochs": len(log),
                 "best_epoch": best["epoch"],
@@ -256,11 +257,9 @@ def archive_grid(
             what.append(f"checkpoint {run_archive.keep_checkpoint(planned.checkpoint)}")
         model = SASRec(planned.config.model_copy(update={"max_epochs": 0}))  # reload, never train
         model.fit(view, validate=lambda m: {}, checkpoint=planned.checkpoint, held_out=cold)
-        log, cfg = model.log, planned.config
-        finished = log and stopped_by(log, max(log, key=lambda e: e["valid_NDCG@10"])["epoch"], cfg.patience, cfg.max_epochs)
-        if finished and finished != "unfinished":
+        if model.log and stopped_by(model.log, planned.config) != "unfinished":
             valid = evaluate(model, view, "valid", mask_history, keep_per_user=False).metrics
-            record = {"identity": run_identity(cfg, view.split_hash, cold), "log": log, "valid": valid}
+            record = {"identity": run_identity(planned.config, view.split_hash, cold), "log": model.log, "valid": valid}
             what.append(f"record {run_archive.keep_record(planned.checkpoint, record)}")
         kept.append((planned.label, ", ".join(what) or "nothing (unfinished; --whole keeps it)"))
     return kept
