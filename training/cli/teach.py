@@ -134,7 +134,7 @@ def teach_status(
     folder = data_dir or teacher_data_dir(ds.name)
     protocol = f", cold-start protocol ({cold_start:g} of the items held out)" if cold_start > 0 else ""
     table = Table(title=f"teacher data for {ds.name} ({model}{protocol}) in {folder / ds.name}")
-    for column in ("kind", "done/total", "ok", "flagged", "stale", "prompt tok/s", "gen tok/s", "s/record", "ETA"):
+    for column in ("kind", "done/total", "ok", "flagged", "other prompts", "prompt tok/s", "gen tok/s", "s/record", "ETA"):
         table.add_column(column, justify="right")
 
     def rate(value: float | None) -> str:
@@ -148,7 +148,7 @@ def teach_status(
             f"{status.done}/{status.total}",
             str(status.ok),
             str(status.flagged),
-            str(status.stale),
+            str(status.other_prompts),
             rate(status.prompt_tok_s),
             rate(status.gen_tok_s),
             rate(status.wall_s_per_record),

@@ -17,7 +17,8 @@ class KindStatus:
     total: int
     ok: int
     flagged: int
-    stale: int
+    other_prompts: int
+    """Records in the same cache that these tasks do not ask for (the other protocol's, older templates')."""
     prompt_tok_s: float | None
     gen_tok_s: float | None
     wall_s_per_record: float | None
@@ -51,7 +52,7 @@ def kind_status(kind: str, tasks: list[TeacherTask], cache: TeacherCache, model_
         total=len(keys),
         ok=ok,
         flagged=len(current) - ok,
-        stale=len(cache) - len(current),
+        other_prompts=len(cache) - len(current),
         prompt_tok_s=new_prompt / (prompt_ms / 1000) if prompt_ms else None,
         gen_tok_s=gen / (gen_ms / 1000) if gen_ms else None,
         wall_s_per_record=_recent_wall_per_record(current),
