@@ -38,15 +38,18 @@ def archived_record(checkpoint: Path) -> Path:
     return archived_checkpoint(checkpoint).with_suffix(".json")
 
 
-def restore(checkpoint: Path) -> bool:
-    """Copy the archived whole checkpoint into place when the live one is missing; True if it did."""
+def _copy(source: Path, target: Path) -> None:
+    """Copy through a temporary file, so a reader never sees half a checkpoint."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target.with_suffix(".tmp"))
+    target.with_suffix(".tmp").replace(target)
+
+
+def restore(checkpoint: Path) -> None:
+    """Copy the archived whole checkpoint into place when the live one is missing."""
     source = archived_checkpoint(checkpoint)
-    if checkpoint.is_file() or not source.is_file():
-        return False
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, checkpoint.with_suffix(".tmp"))
-    checkpoint.with_suffix(".tmp").replace(checkpoint)
-    return True
+    if not checkpoint.is_file() and source.is_file():
+        _copy(source, checkpoint)
 
 
 def restore_matching(folder: Path, pattern: str) -> None:
@@ -62,9 +65,7 @@ def restore_matching(folder: Path, pattern: str) -> None:
 def keep_checkpoint(checkpoint: Path) -> Path:
     """Archive ``checkpoint`` whole (replacing an older copy of the same run)."""
     target = archived_checkpoint(checkpoint)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(checkpoint, target.with_suffix(".tmp"))
-    target.with_suffix(".tmp").replace(target)
+    _copy(checkpoint, target)
     return target
 
 
