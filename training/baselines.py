@@ -216,7 +216,7 @@ def grid_status(
         source = next((p for p in (planned.checkpoint, run_archive.archived_checkpoint(planned.checkpoint)) if p.is_file()), None)
         state = torch.load(source, weights_only=False, map_location="cpu") if source is not None else None
         record = _finished_record(planned, view.split_hash, cold) if source is None else None
-        where = "" if source == planned.checkpoint else ", archived" if source is not None else ", archived record"
+        where = _archive_note(planned.checkpoint, source, state)
         if state is not None and state["identity"] != run_identity(planned.config, view.split_hash, cold):
             row["state"] = "other run in this file (restarts)"
         elif log := (state or record or {}).get("log"):
@@ -230,6 +230,22 @@ def grid_status(
             row |= {"valid_NDCG@10": best["valid_NDCG@10"], "valid_HR@10": best["valid_HR@10"]}
         rows.append(row)
     return rows
+
+
+def _archive_note(checkpoint: Path, source: Path | None, state: dict | None) -> str:
+    """How a trial stands against the archive: read from it, kept in it (and at which epoch, when
+    the live run went on since), or not kept (the work a lost machine would cost)."""
+    if source is None:
+        return ", archived record"
+    if source != checkpoint:
+        return ", archived"
+    whole = run_archive.archived_checkpoint(checkpoint)
+    if whole.is_file():
+        import torch
+
+        kept = len(torch.load(whole, weights_only=False, map_location="cpu")["log"])
+        return ", archived" if kept == len(state["log"]) else f", archived at epoch {kept}"
+    return ", archived" if run_archive.archived_record(checkpoint).is_file() else ", not archived"
 
 
 def archive_grid(

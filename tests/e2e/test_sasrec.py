@@ -308,14 +308,16 @@ def test_grid_status_reads_each_trial_from_its_checkpoint_and_trains_nothing(tmp
     with pytest.raises(KeyboardInterrupt):
         baselines.run_sasrec(ds, "tiny", COMMON, on_epoch=kill)
     first, second = baselines.grid_status(ds, "tiny", COMMON)
-    assert first["trial"] == "dropout=0.1,hidden=8" and first["state"] == "done (epoch cap)" and first["epochs"] == 3
+    assert (
+        first["trial"] == "dropout=0.1,hidden=8" and first["state"] == "done (epoch cap), not archived" and first["epochs"] == 3
+    )
     assert 1 <= first["best_epoch"] <= 3 and 0 <= first["valid_NDCG@10"] <= first["valid_HR@10"] <= 1
-    assert second["state"] == "unfinished (resumes)" and second["epochs"] == 2  # epoch 3 died before its checkpoint
+    assert second["state"] == "unfinished (resumes), not archived" and second["epochs"] == 2  # epoch 3 died before its checkpoint
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "home" / "runs" / "sasrec").rglob("*.pt")}
     baselines.grid_status(ds, "tiny", COMMON)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps, "status must not write a checkpoint"
     # a higher epoch cap is the same run (a run's identity leaves the cap out): it resumes
-    assert baselines.grid_status(ds, "tiny", {**COMMON, "max_epochs": 5})[0]["state"] == "unfinished (resumes)"
+    assert baselines.grid_status(ds, "tiny", {**COMMON, "max_epochs": 5})[0]["state"] == "unfinished (resumes), not archived"
     # under the cold-start protocol the same grid has its own checkpoints: none yet
     assert [r["state"] for r in baselines.grid_status(ds, "tiny", COMMON, cold_share=0.2)] == ["not started", "not started"]
 
@@ -361,7 +363,9 @@ def test_a_grid_archived_as_records_survives_a_lost_home_and_retrains_only_its_w
     archive = _archive_to(tmp_path, monkeypatch)
     ds = _ds()
     before = json.loads(baselines.run_sasrec(ds, "tiny", COMMON).read_text())
+    assert [r["state"] for r in baselines.grid_status(ds, "tiny", COMMON)] == ["done (epoch cap), not archived"] * 2
     kept = baselines.archive_grid(ds, "tiny", COMMON)
+    assert [r["state"] for r in baselines.grid_status(ds, "tiny", COMMON)] == ["done (epoch cap), archived"] * 2
     assert [label for label, _ in kept] == ["dropout=0.1,hidden=8", "dropout=0.1,hidden=16"]
     assert all(what.startswith("record ") for _, what in kept)
     assert not list(archive.rglob("*.pt")), "records only: no weights without --whole"
@@ -415,6 +419,7 @@ def test_a_run_archived_whole_resumes_where_it_stopped_on_another_machine(tmp_pa
     seen = []
     baselines.run_sasrec(ds, "tiny", COMMON, on_epoch=lambda label, e: seen.append(e["epoch"]), only=only)
     assert seen == [2, 3], "resumed at the archived epoch, not from scratch"
+    assert baselines.grid_status(ds, "tiny", COMMON, only)[0]["state"] == "done (epoch cap), archived at epoch 1"
 
     # a finished run archived whole is what the hybrid's tower finds, after another loss
     baselines.archive_grid(ds, "tiny", COMMON, only, whole=True)
