@@ -260,7 +260,7 @@ def archive_grid(
     """Archive what a grid has reached into ``data/runs/`` (see :mod:`training.run_archive`): each
     finished trial's record (its best weights reloaded and evaluated on validation, nothing trained)
     and, with ``whole``, every checkpoint as it is, finished or not. Returns (trial, what was kept)."""
-    from training.models.sasrec import SASRec, run_identity
+    from training.models.sasrec import SASRec, best_only, run_identity
 
     view, cold = cold_setup(ds, cold_share)
     kept = []
@@ -269,11 +269,13 @@ def archive_grid(
             kept.append((planned.label, "nothing (no checkpoint here)"))
             continue
         what = []
-        if whole:
-            what.append(f"checkpoint {run_archive.keep_checkpoint(planned.checkpoint)}")
         model = SASRec(planned.config.model_copy(update={"max_epochs": 0}))  # reload, never train
         model.fit(view, validate=lambda m: {}, checkpoint=planned.checkpoint, held_out=cold)
-        if model.log and stopped_by(model.log, planned.config) != "unfinished":
+        finished = bool(model.log) and stopped_by(model.log, planned.config) != "unfinished"
+        if whole:
+            kept_whole = run_archive.keep_checkpoint(planned.checkpoint, best_only if finished else None)
+            what.append(f"checkpoint {kept_whole}" + (" (best weights only)" if finished else ""))
+        if finished:
             valid = evaluate(model, view, "valid", mask_history, keep_per_user=False).metrics
             record = {"identity": run_identity(planned.config, view.split_hash, cold), "log": model.log, "valid": valid}
             what.append(f"record {run_archive.keep_record(planned.checkpoint, record)}")

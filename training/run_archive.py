@@ -7,8 +7,9 @@ the archive, mirroring ``runs/``'s layout:
 - ``<checkpoint stem>.json``: a finished trial's record (identity, per-epoch log, validation
   metrics of its best weights). A grid selects on validation, so a trial that does not win
   never needs its weights again; a record is a few KB where the weights are MBs.
-- ``<checkpoint name>`` (``.pt``): a whole checkpoint, finished or not, for a run too
-  expensive to repeat (ML-1M); it resumes on any machine where it stopped.
+- ``<checkpoint name>`` (``.pt``): a whole checkpoint, for a run too expensive to repeat
+  (ML-1M); an unfinished one resumes on any machine where it stopped, a finished one keeps only
+  its best weights (a quarter of the size: nothing trains it further).
 
 Training reads the live checkpoint first; a missing one is restored from the archive.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +64,19 @@ def restore_matching(folder: Path, pattern: str) -> None:
         restore(Path(folder) / source.name)
 
 
-def keep_checkpoint(checkpoint: Path) -> Path:
-    """Archive ``checkpoint`` whole (replacing an older copy of the same run)."""
+def keep_checkpoint(checkpoint: Path, reduce: Callable[[dict], dict] | None = None) -> Path:
+    """Archive ``checkpoint`` whole (replacing an older copy of the same run); with ``reduce``, the
+    checkpoint's state as ``reduce`` returns it (e.g. a finished run without its optimiser)."""
     target = archived_checkpoint(checkpoint)
-    _copy(checkpoint, target)
+    if reduce is None:
+        _copy(checkpoint, target)
+        return target
+    import torch
+
+    state = torch.load(checkpoint, weights_only=False, map_location="cpu")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(reduce(state), target.with_suffix(".tmp"))
+    target.with_suffix(".tmp").replace(target)
     return target
 
 

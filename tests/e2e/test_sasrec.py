@@ -393,12 +393,13 @@ def test_a_run_archived_whole_resumes_where_it_stopped_on_another_machine(tmp_pa
     import shutil
 
     import pytest
+    import torch
 
-    from training.models.sasrec import SASRecConfig, finished_checkpoint
+    from training.models.sasrec import SASRecConfig, finished_checkpoint, load_net
     from training.paths import runs_dir
 
     baselines = _tiny_grid(tmp_path, monkeypatch, "home")
-    _archive_to(tmp_path, monkeypatch)
+    archive = _archive_to(tmp_path, monkeypatch)
     ds = _ds()
     only = {"hidden": [8]}
 
@@ -421,9 +422,20 @@ def test_a_run_archived_whole_resumes_where_it_stopped_on_another_machine(tmp_pa
     assert seen == [2, 3], "resumed at the archived epoch, not from scratch"
     assert baselines.grid_status(ds, "tiny", COMMON, only)[0]["state"] == "done (epoch cap), archived at epoch 1"
 
-    # a finished run archived whole is what the hybrid's tower finds, after another loss
-    baselines.archive_grid(ds, "tiny", COMMON, only, whole=True)
+    # a finished run archived whole is what the hybrid's tower finds, after another loss; it keeps
+    # its best weights only, and the test scores of the restored file are those of the live one
+    live = next((tmp_path / "home" / "runs" / "sasrec").rglob("*.pt"))
+    ((_, what),) = baselines.archive_grid(ds, "tiny", COMMON, only, whole=True)
+    assert "(best weights only)" in what and "record " in what
+    kept = torch.load(archive.joinpath(live.relative_to(tmp_path / "home" / "runs")), weights_only=False)
+    assert kept["best_only"] and kept["optimiser"] is None and kept["net"] is kept["best_state"]
+    expected = load_net(live, ds.n_items, ds.split_hash).state_dict()
     shutil.rmtree(tmp_path / "home")
     config = SASRecConfig(**{**COMMON, "dropout": 0.1, "hidden": 8})
     found = finished_checkpoint(runs_dir() / "sasrec" / ds.name, config, ds.split_hash)
     assert found is not None and found.is_file() and found.parent == runs_dir() / "sasrec" / ds.name
+    restored = load_net(found, ds.n_items, ds.split_hash).state_dict()
+    assert all(torch.equal(restored[k], expected[k]) for k in expected)
+    # a run reduced to its best weights cannot train on (its optimiser is gone): refused, not restarted silently
+    with pytest.raises(ValueError, match="best weights only"):
+        baselines.run_sasrec(ds, "tiny", {**COMMON, "max_epochs": 5}, only=only)

@@ -186,8 +186,14 @@ class SASRec:
         if checkpoint is not None and checkpoint.is_file():
             state = torch.load(checkpoint, weights_only=False, map_location="cpu")  # RNG states must be CPU tensors
             if state["identity"] == identity:
+                if state.get("best_only") and state["since_best"] < cfg.patience and len(state["log"]) < cfg.max_epochs:
+                    raise ValueError(
+                        f"{checkpoint}: keeps a finished run's best weights only (archived without its optimiser); "
+                        f"it cannot train on to patience {cfg.patience} / {cfg.max_epochs} epochs: remove it to train from scratch"
+                    )
                 self.net.load_state_dict(state["net"])
-                optimiser.load_state_dict(state["optimiser"])
+                if not state.get("best_only"):
+                    optimiser.load_state_dict(state["optimiser"])
                 generator.set_state(state["generator"])
                 torch.set_rng_state(state["torch_rng"])  # dropout masks continue as if never stopped
                 best, best_state, since_best, self.log = state["best"], state["best_state"], state["since_best"], state["log"]
@@ -249,6 +255,14 @@ class SASRec:
         batch = _left_pad([[row for row, _ in h] for h in histories], self.config.max_len).to(self.config.device)
         hidden = self.net(batch)[:, -1, :]
         return self.net.item_logits(hidden).cpu().numpy()
+
+
+def best_only(state: dict) -> dict:
+    """A finished run's checkpoint reduced to what it is still used for (its best weights, log and
+    identity; about a quarter of the file): the last epoch's weights and the optimiser exist only to
+    train on, which a finished run does not. :meth:`SASRec.fit` refuses to train such a file further."""
+    kept = {k: v for k, v in state.items() if k not in ("net", "optimiser")}
+    return kept | {"net": state["best_state"], "optimiser": None, "best_only": True}
 
 
 def run_identity(config: SASRecConfig, split_hash: str, held_out: np.ndarray | None = None) -> dict:
