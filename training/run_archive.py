@@ -40,11 +40,15 @@ def archived_record(checkpoint: Path) -> Path:
     return archived_checkpoint(checkpoint).with_suffix(".json")
 
 
-def _copy(source: Path, target: Path) -> None:
-    """Copy through a temporary file, so a reader never sees half a checkpoint."""
+def _write(target: Path, write: Callable[[Path], object]) -> None:
+    """Write ``target`` through a temporary file (``write`` fills it), so a reader never sees half a checkpoint."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target.with_suffix(".tmp"))
+    write(target.with_suffix(".tmp"))
     target.with_suffix(".tmp").replace(target)
+
+
+def _copy(source: Path, target: Path) -> None:
+    _write(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def restore(checkpoint: Path) -> None:
@@ -70,13 +74,11 @@ def keep_checkpoint(checkpoint: Path, reduce: Callable[[dict], dict] | None = No
     target = archived_checkpoint(checkpoint)
     if reduce is None:
         _copy(checkpoint, target)
-        return target
-    import torch
+    else:
+        import torch
 
-    state = torch.load(checkpoint, weights_only=False, map_location="cpu")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(reduce(state), target.with_suffix(".tmp"))
-    target.with_suffix(".tmp").replace(target)
+        state = torch.load(checkpoint, weights_only=False, map_location="cpu")
+        _write(target, lambda tmp: torch.save(reduce(state), tmp))
     return target
 
 

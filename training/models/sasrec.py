@@ -186,7 +186,7 @@ class SASRec:
         if checkpoint is not None and checkpoint.is_file():
             state = torch.load(checkpoint, weights_only=False, map_location="cpu")  # RNG states must be CPU tensors
             if state["identity"] == identity:
-                if state.get("best_only") and state["since_best"] < cfg.patience and len(state["log"]) < cfg.max_epochs:
+                if state.get("best_only") and not run_finished(state, cfg):
                     raise ValueError(
                         f"{checkpoint}: keeps a finished run's best weights only (archived without its optimiser); "
                         f"it cannot train on to patience {cfg.patience} / {cfg.max_epochs} epochs: remove it to train from scratch"
@@ -257,6 +257,11 @@ class SASRec:
         return self.net.item_logits(hidden).cpu().numpy()
 
 
+def run_finished(state: dict, config: SASRecConfig) -> bool:
+    """Whether a checkpoint's run has stopped, by patience or by the epoch cap (both outside its identity)."""
+    return state["since_best"] >= config.patience or len(state["log"]) >= config.max_epochs
+
+
 def best_only(state: dict) -> dict:
     """A finished run's checkpoint reduced to what it is still used for (its best weights, log and
     identity; about a quarter of the file): the last epoch's weights and the optimiser exist only to
@@ -291,8 +296,7 @@ def finished_checkpoint(folder: Path, config: SASRecConfig, split_hash: str, hel
     run_archive.restore_matching(folder, pattern)  # a finished run lost with its machine but archived whole
     for path in sorted(Path(folder).glob(pattern)):
         state = torch.load(path, weights_only=False, map_location="cpu")
-        done = state["since_best"] >= config.patience or len(state["log"]) >= config.max_epochs
-        if state["identity"] == wanted and done:
+        if state["identity"] == wanted and run_finished(state, config):
             return path
     return None
 
