@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from index.hybrid import apply_map, item_vectors, user_vectors
-from training.r2end.hybrid import _covariance, choose_length_gate, fit_parts, fit_text_to_sasrec
+from training.r2end.hybrid import _covariance, choose_length_gate, choose_new_item_form, fit_parts, fit_text_to_sasrec
 
 
 def _parts(seed: int = 0, users: int = 7, items: int = 40, h: int = 6, d: int = 5):
@@ -120,3 +120,35 @@ def test_the_length_gate_chooses_each_buckets_weight_on_its_own_users():
     assert len(edges) == 2 and 4 < edges[0] < 10 and 12 < edges[1] < 50 and weights == (0.0, 0.5, 1.0)
     # every user with the same length: one bucket, the overall best weight
     assert choose_length_gate(per_weight, np.full(9, 7), 3) == ((), (0.5,))
+
+
+def _row(c: float, b: float, ndcg: float, hits: float | None, warm: float) -> dict:
+    return {"stage": "new items", "c": c, "b": b, "valid_NDCG@10": ndcg, "pseudo_new_target_HR@10": hits, "warm_target_NDCG@10": warm}
+
+
+# the trade the ML-100K validation showed: a higher b finds new items and costs warm accuracy
+_GRID = [
+    _row(1.0, 0.0, 0.120, 0.00, 0.125),
+    _row(1.0, 0.5, 0.122, 0.03, 0.124),
+    _row(1.0, 0.7, 0.119, 0.07, 0.118),
+    _row(1.0, 1.0, 0.105, 0.17, 0.100),
+]
+
+
+def test_keep_warm_takes_the_most_new_item_hits_that_keep_sasrecs_warm_accuracy():
+    assert choose_new_item_form(_GRID, "keep-warm", 0.124)["b"] == 0.5
+    # no row keeps the floor: the best NDCG@10, not the most hits
+    assert choose_new_item_form(_GRID, "keep-warm", 0.2)["b"] == 0.5
+
+
+def test_reach_takes_the_best_ndcg_that_keeps_the_text_paths_reach():
+    assert choose_new_item_form(_GRID, "reach", 0.9 * 0.07)["b"] == 0.7
+    assert choose_new_item_form(_GRID, "reach", 0.9 * 0.02)["b"] == 0.5
+    # a reach no row keeps: the most new-item hits, the nearest to what was asked
+    assert choose_new_item_form(_GRID, "reach", 0.5)["b"] == 1.0
+
+
+def test_without_pseudo_new_targets_every_rule_falls_back_to_the_best_ndcg():
+    assert choose_new_item_form(_GRID, "ndcg", None)["b"] == 0.5
+    assert choose_new_item_form(_GRID, "reach", None)["b"] == 0.5
+    assert choose_new_item_form(_GRID, "keep-warm", None)["b"] == 0.5

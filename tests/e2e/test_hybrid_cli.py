@@ -19,9 +19,10 @@ from locations import MOVIES
 
 from index import bundle as B
 from index.hybrid import HybridUsers
+from training.r2end.hybrid import choose_new_item_form
 
 DATASET = "my-movies"
-GRIDS = 'hybrid={"weights": [0.0, 0.5], "new_item_biases": [0.0, 1.0]}'
+GRIDS = 'hybrid={"weights": [0.0, 0.5], "new_item_biases": [0.0, 1.0], "new_item_rule": "reach", "pseudo_new_share": 0.5}'
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,20 @@ def test_train_exports_a_hybrid_bundle_that_matches_torch(trained):
     cost = manifest.int8_cost  # measured at export through SASRec's graph too, as served
     assert cost is not None and cost.stage == "valid" and cost.users >= 1 and 0 <= cost.top10_overlap <= 1
     assert cost.ndcg10_fp32 == pytest.approx(summary["valid"]["NDCG@10"], abs=1e-3)
+
+
+def test_new_items_are_placed_by_the_rule_the_config_names(trained):
+    """``reach``: the text path's pseudo-new hit rate measured on validation, and (c, b) chosen from the logged grid by it."""
+    _, summary = trained
+    log = json.loads(Path(summary["result"]).read_text())["training_log"]
+    grid = [row for row in log if row.get("stage") == "new items"]
+    floors = [row for row in log if row.get("stage") == "reach floor"]
+    assert len(grid) == 2 * 4 and len(floors) == 1  # b x c candidates; half the items pseudo-new: some validation targets
+    floor = floors[0]["floor"]
+    assert floor == pytest.approx(0.9 * floors[0]["text_pseudo_new_target_HR@10"], abs=1e-5)
+    chosen = choose_new_item_form(grid, "reach", floor)
+    hybrid = B.load_manifest(Path(summary["bundle"])).hybrid
+    assert (hybrid.text_scale, hybrid.bias) == (chosen["c"], chosen["b"])
 
 
 def test_export_from_the_run_folder_writes_the_same_hybrid_bundle(trained):

@@ -50,6 +50,8 @@ COLD_ROWS = [
     ("r2end-hybrid-gated-cold", "R2END-Hybrid, gated by history length"),
     ("text-hybrid-cold", "Text-Hybrid (no teacher)"),
     ("text-hybrid-gated-cold", "Text-Hybrid, gated by history length (no teacher)"),
+    ("r2end-hybrid-gated-reach-cold", "R2END-Hybrid, gated, new items placed for reach"),
+    ("text-hybrid-gated-reach-cold", "Text-Hybrid, gated, new items placed for reach (no teacher)"),
     ("r2end-cf-sequence-cold", "R2END+CF, sequence tower"),
     ("r2end-cf-history-cold", "R2END+CF, history tower"),
     ("r2end-cf-residual-cold", "R2END+CF, item residual"),
@@ -81,6 +83,7 @@ TEACHER_ROWS = {
     "r2end-hybrid-cold",
     "r2end-hybrid-gated",
     "r2end-hybrid-gated-cold",
+    "r2end-hybrid-gated-reach-cold",
 }
 
 

@@ -69,12 +69,16 @@ class HybridConfig(BaseModel):
     """Candidates for ``b``, new items' offset in units of the user's SASRec score spread."""
     new_item_text_scales: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
     """Candidates for ``c``, how much more a new item's text counts than a warm item's."""
-    new_item_rule: Literal["keep-warm", "ndcg"] = "keep-warm"
+    new_item_rule: Literal["keep-warm", "reach", "ndcg"] = "keep-warm"
     """How ``c`` and ``b`` are chosen. ``keep-warm``: the most pseudo-new hits while the warm-target
     validation NDCG@10 stays at least SASRec-CE's alone (the text's gain on warm items is spent on
     new ones: the product promise is SASRec's accuracy on seen items *and* reach on new ones);
-    ``ndcg``: the best validation NDCG@10 over all users (which, when new items are hard to place,
-    buries them)."""
+    ``reach``: the best validation NDCG@10 while the pseudo-new hit rate stays at least ``reach_share``
+    of the text path's alone (new items found as often as the text path finds them, warm accuracy
+    paying for it: issue 12's cold-reach condition made the rule); ``ndcg``: the best validation
+    NDCG@10 over all users (which, when new items are hard to place, buries them)."""
+    reach_share: float = Field(0.9, gt=0.0, le=1.0)
+    """``reach``: the share of the text path's pseudo-new validation HR@10 the hybrid must keep."""
     pseudo_new_share: float = 0.1
     """Share of warm items treated as new when ``b`` is chosen (the cold-start protocol's share)."""
     ridge: float = 1.0
@@ -180,6 +184,46 @@ class _Fixed:
         return user_vectors(hidden, text, self.model.cov_cf, self.model.cov_text, weight, self.bias) @ self.items.T
 
 
+class _TextAlone:
+    """The text path by itself (z_u . z_i) from the precomputed user parts: the reach the ``reach`` rule keeps."""
+
+    name = "text"
+
+    def __init__(self, parts: dict[int, tuple[np.ndarray, np.ndarray]], items: np.ndarray):
+        self.parts, self.items = parts, items
+
+    def score(self, ds, users, histories):  # the evaluator's Scorer protocol
+        return np.stack([self.parts[u][1] for u in users]) @ self.items.T
+
+
+def choose_new_item_form(candidates: list[dict], rule: str, floor: float | None) -> dict:
+    """The ``(c, b)`` row a rule picks from the pseudo-new grid (rows as logged by :func:`train_hybrid`).
+
+    ``keep-warm``: ``floor`` is SASRec-CE's warm-target NDCG@10; the most pseudo-new hits among rows
+    at or above it. ``reach``: ``floor`` is the pseudo-new HR@10 to keep; the best validation NDCG@10
+    among rows at or above it. A rule no row can meet (or ``floor`` None: no pseudo-new targets)
+    falls back with a warning: ``keep-warm`` and ``ndcg`` to the best NDCG@10, ``reach`` to the most
+    pseudo-new hits (the nearest to the reach it was asked for)."""
+    best_ndcg = max(candidates, key=lambda row: row["valid_NDCG@10"])
+
+    def hits(row: dict) -> float:
+        return row["pseudo_new_target_HR@10"] or 0.0
+
+    if rule == "ndcg" or floor is None:
+        return best_ndcg
+    if rule == "keep-warm":
+        keeping = [row for row in candidates if row["warm_target_NDCG@10"] >= floor]
+        if keeping:
+            return max(keeping, key=lambda row: (hits(row), row["valid_NDCG@10"]))
+        log.warning("R2END-Hybrid: no (c, b) keeps SASRec-CE's warm-target validation NDCG@10 %.4f; best NDCG@10 instead", floor)
+        return best_ndcg
+    reaching = [row for row in candidates if hits(row) >= floor]
+    if reaching:
+        return max(reaching, key=lambda row: (row["valid_NDCG@10"], hits(row)))
+    log.warning("R2END-Hybrid: no (c, b) keeps pseudo-new HR@10 %.4f; the most pseudo-new hits instead", floor)
+    return max(candidates, key=lambda row: (hits(row), row["valid_NDCG@10"]))
+
+
 def choose_length_gate(
     per_weight: dict[float, np.ndarray], lengths: np.ndarray, buckets: int
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -275,19 +319,20 @@ def train_hybrid(
             model.log.append(entry)
             log.info("R2END-Hybrid: %s", entry)
     candidates = [row for row in model.log if row["stage"] == "new items"]
-    chosen = max(candidates, key=lambda row: row["valid_NDCG@10"])
+    floor = None
     if config.new_item_rule == "keep-warm":
         alone = evaluate(_Fixed("sasrec", parts, model, pseudo_items, 0.0, -1e6), ds, "valid")  # SASRec-CE alone, new items last
         targets = np.array([pseudo[ds.example(u, "valid")[1]] for u in alone.users])
-        floor = float(np.asarray(alone.per_user["NDCG@10"])[~targets].mean())
-        model.log.append({"stage": "warm floor", "sasrec_warm_target_NDCG@10": round(floor, 5)})
-        keeping = [row for row in candidates if row["warm_target_NDCG@10"] >= round(floor, 5)]
-        if keeping:
-            chosen = max(keeping, key=lambda row: (row["pseudo_new_target_HR@10"] or 0.0, row["valid_NDCG@10"]))
-        else:
-            log.warning(
-                "R2END-Hybrid: no (c, b) keeps SASRec-CE's warm-target validation NDCG@10 %.4f; best NDCG@10 instead", floor
-            )
+        floor = round(float(np.asarray(alone.per_user["NDCG@10"])[~targets].mean()), 5)
+        model.log.append({"stage": "warm floor", "sasrec_warm_target_NDCG@10": floor})
+    elif config.new_item_rule == "reach":
+        alone = evaluate(_TextAlone(parts, text_items), ds, "valid")  # pseudo-new items are ordinary items to the text path
+        targets = np.array([pseudo[ds.example(u, "valid")[1]] for u in alone.users])
+        if targets.any():
+            reach = float(np.asarray(alone.per_user["HR@10"])[targets].mean())
+            floor = round(config.reach_share * reach, 5)
+            model.log.append({"stage": "reach floor", "text_pseudo_new_target_HR@10": round(reach, 5), "floor": floor})
+    chosen = choose_new_item_form(candidates, config.new_item_rule, floor)
     model.text_scale, model.bias = chosen["c"], chosen["b"]
     log.info(
         "R2END-Hybrid: chose w=%s, c=%s, b=%s on validation (%d pseudo-new items)",
