@@ -123,7 +123,14 @@ def test_the_length_gate_chooses_each_buckets_weight_on_its_own_users():
 
 
 def _row(c: float, b: float, ndcg: float, hits: float | None, warm: float) -> dict:
-    return {"stage": "new items", "c": c, "b": b, "valid_NDCG@10": ndcg, "pseudo_new_target_HR@10": hits, "warm_target_NDCG@10": warm}
+    return {
+        "stage": "new items",
+        "c": c,
+        "b": b,
+        "valid_NDCG@10": ndcg,
+        "pseudo_new_target_HR@10": hits,
+        "warm_target_NDCG@10": warm,
+    }
 
 
 # the trade the ML-100K validation showed: a higher b finds new items and costs warm accuracy
