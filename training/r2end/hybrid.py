@@ -299,12 +299,18 @@ def train_hybrid(
     pseudo = np.zeros(ds.n_items, dtype=bool)
     pseudo[rng.choice(warm_rows, size=max(1, round(config.pseudo_new_share * len(warm_rows))), replace=False)] = True
     fitted_on = trained & ~pseudo
+    valid_targets = {u: ds.example(u, "valid")[1] for u in parts}  # once: every grid point evaluates the same users
+
+    def pseudo_targets(users: Sequence[int]) -> np.ndarray:
+        """Which of these validation users have a pseudo-new target."""
+        return np.array([pseudo[valid_targets[u]] for u in users])
+
     pseudo_map = fit_text_to_sasrec(text_items[fitted_on], sasrec_items[fitted_on], config.ridge)
     for scale in config.new_item_text_scales:
         pseudo_items = item_vectors(sasrec_items, text_items, pseudo | ~trained, pseudo_map, scale)
         for bias in config.new_item_biases:
             result = evaluate(_Fixed("hybrid", parts, model, pseudo_items, None, bias), ds, "valid")
-            targets = np.array([pseudo[ds.example(u, "valid")[1]] for u in result.users])
+            targets = pseudo_targets(result.users)
             hits = np.asarray(result.per_user["HR@10"])
             ndcg = np.asarray(result.per_user["NDCG@10"])
             entry = {
@@ -322,12 +328,12 @@ def train_hybrid(
     floor = None
     if config.new_item_rule == "keep-warm":
         alone = evaluate(_Fixed("sasrec", parts, model, pseudo_items, 0.0, -1e6), ds, "valid")  # SASRec-CE alone, new items last
-        targets = np.array([pseudo[ds.example(u, "valid")[1]] for u in alone.users])
+        targets = pseudo_targets(alone.users)
         floor = round(float(np.asarray(alone.per_user["NDCG@10"])[~targets].mean()), 5)
         model.log.append({"stage": "warm floor", "sasrec_warm_target_NDCG@10": floor})
     elif config.new_item_rule == "reach":
         alone = evaluate(_TextAlone(parts, text_items), ds, "valid")  # pseudo-new items are ordinary items to the text path
-        targets = np.array([pseudo[ds.example(u, "valid")[1]] for u in alone.users])
+        targets = pseudo_targets(alone.users)
         if targets.any():
             reach = float(np.asarray(alone.per_user["HR@10"])[targets].mean())
             floor = round(config.reach_share * reach, 5)
