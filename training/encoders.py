@@ -78,10 +78,15 @@ def load_encoder(name_or_path: str = DEFAULT_ENCODER, device: str = "cpu"):
 
 
 def encode_cached(
-    encoder_name: str, texts: list[str], batch_size: int = 64, show_progress: bool = False, model=None
+    encoder_name: str, texts: list[str], batch_size: int = 64, show_progress: bool = False, model=None, identity: str = ""
 ) -> np.ndarray:
-    """L2-normalised float32 embeddings of ``texts``, cached on disk by encoder and content."""
-    digest = hashlib.sha256(("\x1e".join(texts) + "|" + encoder_name).encode()).hexdigest()[:24]
+    """L2-normalised float32 embeddings of ``texts``, cached on disk by encoder and content.
+
+    ``identity`` names what else fixes the vectors when ``encoder_name`` alone does not (a fine-tuned
+    student's weights, its maximum length, the batch size): see :func:`weights_identity`.
+    """
+    key = "\x1e".join(texts) + "|" + encoder_name + (f"|{identity}" if identity else "")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
     path = home() / "cache" / "embeddings" / f"{Path(encoder_name).name}-{digest}.npy"
     if path.is_file():
         return np.load(path)
@@ -95,3 +100,18 @@ def encode_cached(
     np.save(tmp, vectors)
     tmp.replace(path)
     return vectors
+
+
+def weights_identity(folder: Path, max_seq_length: int, batch_size: int) -> str:
+    """A content hash of the weight files in a sentence-transformers ``folder`` and the encoding settings:
+    the key under which that model's embeddings may be reused (a retrained student gets a new one)."""
+    digest = hashlib.sha256(f"{max_seq_length}|{batch_size}".encode())
+    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+    if not files:
+        raise FileNotFoundError(f"{folder} holds no weight file (*.safetensors, *.bin)")
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()[:24]

@@ -127,6 +127,51 @@ def test_an_identical_distillation_comes_from_the_student_cache(trained, tmp_pat
     assert off["cache"] == "off"
 
 
+def test_a_cached_students_history_embeddings_are_kept_on_disk_for_the_next_run(trained, tmp_path, monkeypatch):
+    """The text-path CF rows re-encode every training prefix with the same student: a second run with that
+    student reads them from disk, and a student with other weights or settings never does."""
+    from training.encoders import load_encoder, weights_identity
+    from training.r2end.distill import cached_student, student_folder
+    from training.r2end.pipeline import TrainedR2END, _student_store
+
+    monkeypatch.setenv("R2END_HOME", str(tmp_path / "home"))
+    ds, model, _, _ = trained
+    histories = model.history_texts(ds, [ds.example(u, "train")[0] for u in range(6)])
+    config = R2ENDConfig(dataset=ds.name, distill_batch_size=2, distill_lr=5e-5, threads=1)
+    student, info = cached_student(config, histories[:4], model.item_embeddings[:4], lambda: load_encoder(config.encoder))
+    store = _student_store(config, info)
+    assert store is not None and store[0] == str(student_folder(info["key"]))
+
+    class Counting:
+        def __init__(self):
+            self.texts = 0
+
+        def encode(self, texts, **kwargs):
+            self.texts += len(texts)
+            return student.encode(texts, **kwargs)
+
+    def run(encoder) -> np.ndarray:
+        fresh = TrainedR2END(config, model.encoder, encoder, None, model.item_embeddings, model.item_embeddings, [])
+        fresh.student_store = store
+        return fresh.user_embeddings(histories)
+
+    first, second = Counting(), Counting()
+    vectors = run(first)
+    np.testing.assert_allclose(vectors, encode(student, histories), atol=1e-6)
+    assert first.texts == len(set(histories))
+    assert np.array_equal(run(second), vectors) and second.texts == 0  # the next run encodes nothing
+
+    folder = student_folder(info["key"])
+    other = tmp_path / "other"
+    shutil.copytree(folder, other)
+    weights = next(other.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-1] + bytes([weights.read_bytes()[-1] ^ 1]))
+    assert len({store[1], weights_identity(other, 256, 64), weights_identity(folder, 128, 64), weights_identity(folder, 256, 32)}) == 4
+    assert _student_store(config, {"cache": "off", "key": info["key"]}) is None  # weights nowhere on disk: never kept
+    frozen = _student_store(config.model_copy(update={"distill": False}), {})
+    assert frozen is not None and frozen[1] != store[1]
+
+
 def test_distillation_moves_student_towards_targets(trained):
     ds, model, _, _ = trained
     examples = [ds.example(u, "train") for u in range(ds.n_users)]

@@ -66,16 +66,22 @@ def student_key(config: R2ENDConfig, histories: list[str], targets: np.ndarray) 
     return digest.hexdigest()[:24]
 
 
+def student_folder(key: str) -> Path:
+    """Where the student distilled from inputs with ``key`` is kept."""
+    from training.paths import home
+
+    return home() / "cache" / "students" / key
+
+
 def cached_student(
     config: R2ENDConfig, histories: list[str], targets: np.ndarray, fresh: Callable[[], Any]
 ) -> tuple[Any, dict[str, Any]]:
     """The distilled student for these inputs, from the cache when an identical distillation ran before, else ``fresh()``
     (the encoder to fine-tune) distilled and stored; and what happened."""
     from training.encoders import load_encoder
-    from training.paths import home
 
     key = student_key(config, histories, targets)
-    folder = home() / "cache" / "students" / key
+    folder = student_folder(key)
     if config.student_cache and (folder / "DONE").is_file():
         log.info("distillation: the identical student is cached (%s), not retrained", folder)
         student = load_encoder(str(folder))

@@ -19,10 +19,10 @@ import torch
 
 from index.verbalize import item_document, target_text
 from training.data.preprocess import PreparedDataset
-from training.encoders import load_encoder
+from training.encoders import encode_cached, encoder_path, load_encoder, weights_identity
 from training.evaluation.evaluator import evaluate
 from training.r2end.config import R2ENDConfig
-from training.r2end.distill import cached_student
+from training.r2end.distill import cached_student, student_folder
 from training.r2end.projection import Projection, project, train_projection
 from training.r2end.teacher_data import TeacherTexts, load_teacher_texts
 
@@ -42,6 +42,8 @@ class TrainedR2END:
     item_documents: list[str]
     report: dict[str, Any] = field(default_factory=dict)
     name: str = "r2end"
+    # (folder, weights identity) of the student when its embeddings may be kept on disk (see encode_cached)
+    student_store: tuple[str, str] | None = None
     _user_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def history_texts(self, ds: PreparedDataset, histories: Sequence[list[tuple[int, int]]]) -> list[str]:
@@ -52,7 +54,17 @@ class TrainedR2END:
         """Student embeddings e_u of history texts (memoised by text)."""
         missing = sorted({t for t in texts if t not in self._user_cache})
         if missing:
-            vectors = encode(self.student, missing, self.config.encode_batch_size)
+            vectors = (
+                encode(self.student, missing, self.config.encode_batch_size)
+                if self.student_store is None
+                else encode_cached(
+                    self.student_store[0],
+                    missing,
+                    self.config.encode_batch_size,
+                    model=self.student,
+                    identity=self.student_store[1],
+                )
+            )
             self._user_cache.update(zip(missing, vectors, strict=True))
         return (
             np.stack([self._user_cache[t] for t in texts]) if texts else np.zeros((0, self.item_embeddings.shape[1]), np.float32)
@@ -66,6 +78,19 @@ class TrainedR2END:
     def score(self, ds: PreparedDataset, users: Sequence[int], histories: Sequence[list[tuple[int, int]]]) -> np.ndarray:
         """Cosine between z_u and every z_i."""
         return self.user_vectors(self.history_texts(ds, histories)) @ self.item_vectors.T
+
+
+def _student_store(config: R2ENDConfig, distillation: dict[str, Any]) -> tuple[str, str] | None:
+    """Where the student's history embeddings may be kept across runs: only for weights fixed on disk (the
+    frozen encoder, or a student in the cache); the text-path CF rows re-encode tens of thousands of
+    histories with the same student otherwise (~45 min each on ML-1M)."""
+    if distillation.get("cache") in ("hit", "stored"):
+        folder = student_folder(distillation["key"])
+    elif not config.distill or not distillation:
+        folder = encoder_path(config.encoder)
+    else:
+        return None
+    return str(folder), weights_identity(folder, config.max_seq_length, config.encode_batch_size)
 
 
 def encode(model: Any, texts: list[str], batch_size: int = 64) -> np.ndarray:
@@ -189,6 +214,7 @@ def train_r2end(
     )
 
     model = TrainedR2END(config, encoder, student, None, item_embeddings, item_embeddings, documents, report, name=config.variant)
+    model.student_store = _student_store(config, cache)
 
     # 4. projection f with InfoNCE + L_reg, epoch chosen on validation NDCG@10
     t0 = time.perf_counter()
