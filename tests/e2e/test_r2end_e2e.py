@@ -166,7 +166,10 @@ def test_a_cached_students_history_embeddings_are_kept_on_disk_for_the_next_run(
     shutil.copytree(folder, other)
     weights = next(other.glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:-1] + bytes([weights.read_bytes()[-1] ^ 1]))
-    assert len({store[1], weights_identity(other, 256, 64), weights_identity(folder, 128, 64), weights_identity(folder, 256, 32)}) == 4
+    assert (
+        len({store[1], weights_identity(other, 256, 64), weights_identity(folder, 128, 64), weights_identity(folder, 256, 32)})
+        == 4
+    )
     assert _student_store(config, {"cache": "off", "key": info["key"]}) is None  # weights nowhere on disk: never kept
     frozen = _student_store(config.model_copy(update={"distill": False}), {})
     assert frozen is not None and frozen[1] != store[1]
