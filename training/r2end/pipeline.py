@@ -86,7 +86,7 @@ def _student_store(config: R2ENDConfig, distillation: dict[str, Any]) -> tuple[s
     histories with the same student otherwise (~45 min each on ML-1M)."""
     if distillation.get("cache") in ("hit", "stored"):
         folder = student_folder(distillation["key"])
-    elif not config.distill or not distillation:
+    elif not distillation:  # nothing distilled: the student is the frozen encoder
         folder = encoder_path(config.encoder)
     else:
         return None
@@ -213,8 +213,18 @@ def train_r2end(
         **cache,
     )
 
-    model = TrainedR2END(config, encoder, student, None, item_embeddings, item_embeddings, documents, report, name=config.variant)
-    model.student_store = _student_store(config, cache)
+    model = TrainedR2END(
+        config,
+        encoder,
+        student,
+        None,
+        item_embeddings,
+        item_embeddings,
+        documents,
+        report,
+        name=config.variant,
+        student_store=_student_store(config, cache),
+    )
 
     # 4. projection f with InfoNCE + L_reg, epoch chosen on validation NDCG@10
     t0 = time.perf_counter()
