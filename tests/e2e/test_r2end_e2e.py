@@ -99,6 +99,7 @@ def test_a_rationale_subset_is_seeded_nested_and_is_what_is_distilled(trained, t
 def test_an_identical_distillation_comes_from_the_student_cache(trained, tmp_path, monkeypatch):
     """The cache returns the student trained on the very same inputs, and any change of input trains a new one."""
     from training.encoders import load_encoder
+    from training.r2end import distill
     from training.r2end.distill import cached_student, student_key
 
     monkeypatch.setenv("R2END_HOME", str(tmp_path / "home"))
@@ -123,6 +124,8 @@ def test_an_identical_distillation_comes_from_the_student_cache(trained, tmp_pat
         student_key(config.model_copy(update={"seed": 1}), histories, targets),
     }
     assert len(keys) == 5
+    monkeypatch.setattr(distill, "_distillation_code", lambda: b"def distill_student(): changed")
+    assert student_key(config, histories, targets) not in keys  # a change to the training code retrains
     _, off = cached_student(config.model_copy(update={"student_cache": False}), histories, targets, fresh)
     assert off["cache"] == "off"
 

@@ -8,12 +8,14 @@ Distillation is most of a training's time and many variants distil the same stud
 projection ablations, R2END+CF and R2END-Hybrid differ only after it), so a distilled student is
 kept under ``$R2END_HOME/cache/students/<key>``, the key a hash of everything it is computed
 from: the histories and target vectors themselves, the encoder, the distillation settings, the
-thread count, this module's source and the library versions (:func:`student_key`).
+thread count, the source of the code that trains it (:func:`distill_student`, not the whole module: a
+refactor elsewhere here keeps every cached student) and the library versions (:func:`student_key`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import shutil
@@ -60,10 +62,15 @@ def student_key(config: R2ENDConfig, histories: list[str], targets: np.ndarray) 
         "versions": [torch.__version__, transformers.__version__, sentence_transformers.__version__],
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    digest.update(Path(__file__).read_bytes())
+    digest.update(_distillation_code())
     digest.update("\x1e".join(histories).encode())
     digest.update(np.ascontiguousarray(targets, dtype=np.float32).tobytes())
     return digest.hexdigest()[:24]
+
+
+def _distillation_code() -> bytes:
+    """The source that decides a student's weights: what the key must change with when the code changes."""
+    return inspect.getsource(distill_student).encode()
 
 
 def student_folder(key: str) -> Path:
