@@ -96,6 +96,33 @@ def test_a_rationale_subset_is_seeded_nested_and_is_what_is_distilled(trained, t
     assert targets["distillation_examples"] == 3 and targets["rationale_users"] == {"asked": 3, "used": 3}
 
 
+def test_a_text_path_refit_without_items_never_trains_on_them(trained, monkeypatch):
+    """The hybrid's pseudo-new probe: the held-out items are no example's target and no negative, the epochs
+    are the ones validation chose, and the trained model is left as it was."""
+    from training.r2end import pipeline
+
+    ds, model, _, _ = trained
+    held_out = np.zeros(ds.n_items, dtype=bool)
+    held_out[[ds.example(u, "train")[1] for u in range(0, ds.n_users, 3)]] = True  # some users' own training targets
+    seen: dict = {}
+    real = pipeline.train_projection
+
+    def spy(config, users, positives, items, validate=None, negative_pool=None):
+        seen.update(positives=np.asarray(positives), pool=np.asarray(negative_pool), epochs=config.projection_epochs)
+        return real(config, users, positives, items, validate=validate, negative_pool=negative_pool)
+
+    monkeypatch.setattr(pipeline, "train_projection", spy)
+    before = model.item_vectors.copy()
+    refit = pipeline.refit_without_items(model, ds, held_out)
+    assert len(seen["positives"]) > 0 and not held_out[seen["positives"]].any()
+    assert not held_out[seen["pool"]].any() and len(seen["pool"]) == int((~held_out).sum())
+    assert seen["epochs"] == model.report["stages"]["projection"]["selected_epoch"]
+    assert refit.report["refit_without_items"]["held_out_items"] == int(held_out.sum())
+    assert refit.projection is not model.projection and refit.student is model.student
+    np.testing.assert_array_equal(model.item_vectors, before)  # the trained text path is untouched
+    assert not np.allclose(refit.item_vectors, before, atol=1e-4)
+
+
 def test_an_identical_distillation_comes_from_the_student_cache(trained, tmp_path, monkeypatch):
     """The cache returns the student trained on the very same inputs, and any change of input trains a new one."""
     from training.encoders import load_encoder

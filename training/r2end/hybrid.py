@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -47,7 +47,7 @@ from pydantic import BaseModel, Field
 from index.hybrid import history_weights, item_vectors, sasrec_input, user_vectors
 from training.data.preprocess import PreparedDataset
 from training.evaluation.evaluator import evaluate
-from training.r2end.pipeline import TrainedR2END
+from training.r2end.pipeline import TrainedR2END, refit_without_items
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,11 @@ class HybridConfig(BaseModel):
     """``reach``: the share of the text path's pseudo-new validation HR@10 the hybrid must keep."""
     pseudo_new_share: float = 0.1
     """Share of warm items treated as new when ``b`` is chosen (the cold-start protocol's share)."""
+    pseudo_new_projection: Literal["shared", "held-out"] = "shared"
+    """The text path the ``(c, b)`` grid is measured with. ``shared``: the trained one, which learned the
+    pseudo-new items (their text is placed better than a new item's would be); ``held-out``: one refit
+    without them (:func:`~training.r2end.pipeline.refit_without_items`), so the grid, the reach floor
+    included, sees them as the service sees new items. The chosen ``(c, b)`` is applied to the trained path."""
     ridge: float = 1.0
     seed: int = 22
 
@@ -253,6 +258,15 @@ def _validation_parts(model: HybridModel, ds: PreparedDataset) -> dict[int, tupl
     return parts
 
 
+def _held_out_probe(model: HybridModel, ds: PreparedDataset, held_out: np.ndarray) -> HybridModel:
+    """``model`` with its text path refit without ``held_out`` items (same SASRec-CE, same ``w``/gate)."""
+    base = refit_without_items(model.base, ds, held_out)
+    text = base.item_vectors.astype(np.float32)
+    probe = replace(model, base=base, text_items=text, log=[])
+    probe.mapping, probe.cov_cf, probe.cov_text = fit_parts(probe.sasrec_items, text, model.trained, model.config.ridge)
+    return probe
+
+
 def train_hybrid(
     base: TrainedR2END, ds: PreparedDataset, config: HybridConfig, trainable: np.ndarray | None = None
 ) -> HybridModel:
@@ -305,11 +319,17 @@ def train_hybrid(
         """Which of these validation users have a pseudo-new target."""
         return np.array([pseudo[valid_targets[u]] for u in users])
 
-    pseudo_map = fit_text_to_sasrec(text_items[fitted_on], sasrec_items[fitted_on], config.ridge)
+    probe, probe_parts = model, parts
+    if config.pseudo_new_projection == "held-out":
+        probe = _held_out_probe(model, ds, pseudo | ~trained)
+        model.log.append({"stage": "pseudo-new projection", **probe.base.report.get("refit_without_items", {"refit": False})})
+        probe_parts = _validation_parts(probe, ds)
+    probe_text = probe.text_items
+    pseudo_map = fit_text_to_sasrec(probe_text[fitted_on], sasrec_items[fitted_on], config.ridge)
     for scale in config.new_item_text_scales:
-        pseudo_items = item_vectors(sasrec_items, text_items, pseudo | ~trained, pseudo_map, scale)
+        pseudo_items = item_vectors(sasrec_items, probe_text, pseudo | ~trained, pseudo_map, scale)
         for bias in config.new_item_biases:
-            result = evaluate(_Fixed("hybrid", parts, model, pseudo_items, None, bias), ds, "valid")
+            result = evaluate(_Fixed("hybrid", probe_parts, probe, pseudo_items, None, bias), ds, "valid")
             targets = pseudo_targets(result.users)
             hits = np.asarray(result.per_user["HR@10"])
             ndcg = np.asarray(result.per_user["NDCG@10"])
@@ -327,12 +347,16 @@ def train_hybrid(
     candidates = [row for row in model.log if row["stage"] == "new items"]
     floor = None
     if config.new_item_rule == "keep-warm":
-        alone = evaluate(_Fixed("sasrec", parts, model, pseudo_items, 0.0, -1e6), ds, "valid")  # SASRec-CE alone, new items last
+        alone = evaluate(
+            _Fixed("sasrec", probe_parts, probe, pseudo_items, 0.0, -1e6), ds, "valid"
+        )  # SASRec-CE alone, new items last
         targets = pseudo_targets(alone.users)
         floor = round(float(np.asarray(alone.per_user["NDCG@10"])[~targets].mean()), 5)
         model.log.append({"stage": "warm floor", "sasrec_warm_target_NDCG@10": floor})
     elif config.new_item_rule == "reach":
-        alone = evaluate(_TextAlone(parts, text_items), ds, "valid")  # pseudo-new items are ordinary items to the text path
+        alone = evaluate(
+            _TextAlone(probe_parts, probe_text), ds, "valid"
+        )  # pseudo-new items scored like any other, by text alone
         targets = pseudo_targets(alone.users)
         if targets.any():
             reach = float(np.asarray(alone.per_user["HR@10"])[targets].mean())
