@@ -262,9 +262,8 @@ def _held_out_probe(model: HybridModel, ds: PreparedDataset, held_out: np.ndarra
     """``model`` with its text path refit without ``held_out`` items (same SASRec-CE, same ``w``/gate)."""
     base = refit_without_items(model.base, ds, held_out)
     text = base.item_vectors.astype(np.float32)
-    probe = replace(model, base=base, text_items=text, log=[])
-    probe.mapping, probe.cov_cf, probe.cov_text = fit_parts(probe.sasrec_items, text, model.trained, model.config.ridge)
-    return probe
+    # only the text side changes: SASRec's covariance stays; the grid maps new items with its own A
+    return replace(model, base=base, text_items=text, cov_text=_covariance(text[model.trained]), log=[])
 
 
 def train_hybrid(
@@ -347,16 +346,14 @@ def train_hybrid(
     candidates = [row for row in model.log if row["stage"] == "new items"]
     floor = None
     if config.new_item_rule == "keep-warm":
-        alone = evaluate(
-            _Fixed("sasrec", probe_parts, probe, pseudo_items, 0.0, -1e6), ds, "valid"
-        )  # SASRec-CE alone, new items last
+        # SASRec-CE alone, new items last
+        alone = evaluate(_Fixed("sasrec", probe_parts, probe, pseudo_items, 0.0, -1e6), ds, "valid")
         targets = pseudo_targets(alone.users)
         floor = round(float(np.asarray(alone.per_user["NDCG@10"])[~targets].mean()), 5)
         model.log.append({"stage": "warm floor", "sasrec_warm_target_NDCG@10": floor})
     elif config.new_item_rule == "reach":
-        alone = evaluate(
-            _TextAlone(probe_parts, probe_text), ds, "valid"
-        )  # pseudo-new items scored like any other, by text alone
+        # pseudo-new items scored like any other, by text alone
+        alone = evaluate(_TextAlone(probe_parts, probe_text), ds, "valid")
         targets = pseudo_targets(alone.users)
         if targets.any():
             reach = float(np.asarray(alone.per_user["HR@10"])[targets].mean())

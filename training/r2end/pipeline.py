@@ -20,6 +20,7 @@ import torch
 from index.verbalize import item_document, target_text
 from training.data.preprocess import PreparedDataset
 from training.encoders import encode_cached, encoder_path, load_encoder, weights_identity
+from training.evaluation.coldstart import training_view
 from training.evaluation.evaluator import evaluate
 from training.r2end.config import R2ENDConfig
 from training.r2end.distill import cached_student, student_folder
@@ -143,8 +144,6 @@ def refit_without_items(model: TrainedR2END, ds: PreparedDataset, held_out: np.n
     about twice its cold-target test HR@10 on both datasets). The student is kept (it saw the items'
     text as distillation targets; retraining it costs minutes to an hour), so the estimate is closer,
     not exact. Without a projection (ablation 5) there is nothing to refit."""
-    from training.evaluation.coldstart import training_view
-
     if model.projection is None:
         return model
     histories, targets = training_examples(training_view(ds, held_out), model.config)
@@ -154,7 +153,7 @@ def refit_without_items(model: TrainedR2END, ds: PreparedDataset, held_out: np.n
         config, model.user_embeddings(histories), targets, model.item_embeddings, negative_pool=np.flatnonzero(~held_out)
     )
     refit = {"held_out_items": int(held_out.sum()), "examples": len(targets), "epochs": epochs}
-    log.info("text path refit without %d items: %s", int(held_out.sum()), refit)
+    log.info("text path refit: %s", refit)
     return replace(
         model,
         projection=projection,
