@@ -22,7 +22,7 @@ from index.hybrid import HybridUsers
 from training.r2end.hybrid import choose_new_item_form
 
 DATASET = "my-movies"
-GRIDS = 'hybrid={"weights": [0.0, 0.5], "new_item_biases": [0.0, 1.0], "new_item_rule": "reach", "pseudo_new_share": 0.5, "pseudo_new_projection": "held-out"}'
+GRIDS = 'hybrid={"weights": [0.0, 0.5], "new_item_biases": [0.0, 1.0], "new_item_rule": "reach", "pseudo_new_share": 0.5}'
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,9 @@ def test_new_items_are_placed_by_the_rule_the_config_names(trained):
     grid = [row for row in log if row.get("stage") == "new items"]
     floors = [row for row in log if row.get("stage") == "reach floor"]
     assert len(grid) == 2 * 4 and len(floors) == 1  # b x c candidates; half the items pseudo-new: some validation targets
-    refit = [row for row in log if row.get("stage") == "pseudo-new projection"]  # the grid's text path never learned them
+    # the default probe: the grid's text path never learned them, and the result file says so
+    assert json.loads(Path(summary["result"]).read_text())["config"]["hybrid"]["pseudo_new_projection"] == "held-out"
+    refit = [row for row in log if row.get("stage") == "pseudo-new projection"]
     assert len(refit) == 1 and refit[0]["held_out_items"] >= 1 and refit[0]["epochs"] == 1
     floor = floors[0]["floor"]
     assert floor == pytest.approx(0.9 * floors[0]["text_pseudo_new_target_HR@10"], abs=1e-5)

@@ -52,11 +52,6 @@ COLD_ROWS = [
     ("text-hybrid-gated-cold", "Text-Hybrid, gated by history length (no teacher)"),
     ("r2end-hybrid-gated-reach-cold", "R2END-Hybrid, gated, new items placed for reach"),
     ("text-hybrid-gated-reach-cold", "Text-Hybrid, gated, new items placed for reach (no teacher)"),
-    ("r2end-hybrid-gated-reach-heldout-cold", "R2END-Hybrid, gated, reach measured on a text path without the pseudo-new items"),
-    (
-        "text-hybrid-gated-reach-heldout-cold",
-        "Text-Hybrid, gated, reach measured on a text path without the pseudo-new items (no teacher)",
-    ),
     ("r2end-cf-sequence-cold", "R2END+CF, sequence tower"),
     ("r2end-cf-history-cold", "R2END+CF, history tower"),
     ("r2end-cf-residual-cold", "R2END+CF, item residual"),
@@ -89,7 +84,6 @@ TEACHER_ROWS = {
     "r2end-hybrid-gated",
     "r2end-hybrid-gated-cold",
     "r2end-hybrid-gated-reach-cold",
-    "r2end-hybrid-gated-reach-heldout-cold",
 }
 
 

@@ -113,16 +113,6 @@ ABLATIONS: dict[str, dict] = {
         "item_text": "metadata",
         "hybrid": {"weight_gate": "history-length", "new_item_rule": "reach"},
     },
-    # The same with the (c, b) grid measured on a text path that never learned the pseudo-new items
-    # (pseudo_new_projection="held-out"): the shared one overstated the reach new items get about twice.
-    "r2end-hybrid-gated-reach-heldout": {
-        "hybrid": {"weight_gate": "history-length", "new_item_rule": "reach", "pseudo_new_projection": "held-out"}
-    },
-    "text-hybrid-gated-reach-heldout": {
-        "rationale": "item",
-        "item_text": "metadata",
-        "hybrid": {"weight_gate": "history-length", "new_item_rule": "reach", "pseudo_new_projection": "held-out"},
-    },
 }
 """Table 2 of the paper (ablation 4, mean-pooled history, is the ``meanpool`` baseline), and the
 collaborative variants of issue 7. Every entry also runs under the cold-start protocol

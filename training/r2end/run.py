@@ -143,11 +143,14 @@ def train_and_report(
         summary.pop("bundle", None)
     out_dir = results_to if complete else runs_dir() / "partial-results"  # None: write_result's default (results_root)
     notes = f"teacher data: {account}" + ("" if complete else " — PARTIAL, not a final result")
+    recorded = config.model_dump()
+    if hybrid is not None:  # every HybridConfig field, defaults included: the file outlives a change of default
+        recorded["hybrid"] = hybrid.config.model_dump(mode="json")
     path = write_result(
         ds,
         config.variant,
         test,
-        config=config.model_dump(),
+        config=recorded,
         valid=valid,
         training_log=base.report.get("projection_log", []) + getattr(model, "log", []),
         out_dir=out_dir,
