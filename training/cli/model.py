@@ -342,16 +342,20 @@ def bench(ctx: typer.Context) -> None:
 def report(
     dataset: Annotated[str | None, typer.Option(help="a dataset added with `r2end data add`: its own results table")] = None,
 ) -> None:
-    """Regenerate the tables of docs/RESULTS.md from docs/results/*/*.json (or, with --dataset, one added dataset's table)."""
-    if dataset is not None:
-        from training.evaluation.report import load_results, results_root, write_table
+    """Regenerate the tables of docs/RESULTS.md and docs/results/<dataset>.md from docs/results/*/*.json (or, with
+    --dataset, one added dataset's table)."""
+    from training.evaluation.report import load_results, results_root, write_table
 
+    if dataset is not None:
         if not load_results(dataset, results_root(dataset)):
             fail(f"no results of {dataset} in {results_root(dataset) / dataset}: run `r2end train --dataset {dataset}` first")
         path = write_table(dataset, results_root(dataset))
         console.print(path.read_text(), markup=False, highlight=False, soft_wrap=True)
         console.print(f"wrote {path}")
         return
-    from training.evaluation.summary import write_results_md
+    from training.evaluation.summary import PAPER_DATASETS, write_results_md
 
+    for name in PAPER_DATASETS:  # their per-file tables too: copied result files leave them stale otherwise
+        if load_results(name, results_root(name)):
+            console.print(f"wrote {write_table(name, results_root(name))}")
     console.print(f"wrote {write_results_md()}")
