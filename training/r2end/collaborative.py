@@ -15,6 +15,8 @@ Two designs, both keeping LLM-free serving and cold-start:
   SASRec-CE checkpoint) and W starts at zero, so training starts from the paper model.
   The tower is exported as its own ONNX graph (``history_encoder.onnx``). Because the
   tower's output lives in the text space, it also scores *new* items through their text.
+  Training runs the tower once per user and reads every prefix off its causal states
+  (``CFConfig.tower_pass``), as SASRec trains; serving runs it on the whole history.
 
 New items have r = q = 0: they fall back to the text path exactly. Training uses full
 softmax cross-entropy over all trainable items on several prefixes per user (not only
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,6 +63,11 @@ class CFConfig(BaseModel):
     """sequence-tower: a SASRec checkpoint (``r2end baseline sasrec-ce`` writes them) to start from."""
     tower_dropout: float = 0.1
     """sequence-tower: share of training examples whose tower output is dropped (text alone must work)."""
+    tower_pass: Literal["per-user", "per-prefix"] = "per-user"
+    """sequence-tower: ``per-user`` runs the tower once over each user's training sequence and reads every
+    prefix's state off its causal position, as SASRec itself trains (about ``prefixes_per_user`` times
+    cheaper; a prefix's items then sit at the positions the whole sequence gives them); ``per-prefix``
+    left-pads and runs every example on its own (every sequence-tower row before 2026-12-04)."""
     seed: int = 22
 
 
@@ -89,10 +96,11 @@ class CFHead(nn.Module):
         history_mask: torch.Tensor,
         sequence: torch.Tensor | None = None,
         tower_keep: torch.Tensor | None = None,
+        tower_at: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         text = self.text(user_embeddings)
         if self.tower is not None and sequence is not None:
-            contribution = self.tower(sequence)
+            contribution = self.tower(sequence, tower_at)
             if tower_keep is not None:
                 contribution = contribution * tower_keep[:, None]
             return F.normalize(text + contribution, dim=-1)
@@ -112,8 +120,10 @@ class SequenceTower(nn.Module):
         self.out = nn.Linear(net.config.hidden, out_dim, bias=False)
         nn.init.zeros_(self.out.weight)  # start exactly at the paper model
 
-    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
-        return self.out(self.net(sequence)[:, -1, :])
+    def forward(self, sequence: torch.Tensor, at: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The state after the last item, or (``at`` = rows, columns) after chosen causal positions."""
+        hidden = self.net(sequence)
+        return self.out(hidden[:, -1, :] if at is None else hidden[at[0], at[1]])
 
 
 def build_tower(n_items: int, out_dim: int, checkpoint: str | None) -> SequenceTower:
@@ -218,6 +228,79 @@ def _sequences(head: CFHead, histories: Sequence[list[tuple[int, int]]], known: 
     return _left_pad([[row for row, _ in h if known is None or known[row]] for h in histories], head.tower.net.config.max_len)
 
 
+@dataclass
+class UserPass:
+    """The sequence tower's input when it runs once per user (``tower_pass="per-user"``).
+
+    ``sequences`` holds each user's known training items, left-padded (one row per user and a last
+    all-padding row for histories with no known item); example ``i``'s state is the causal one at
+    (``row[i]``, ``column[i]``): the position of the last item its history holds.
+    """
+
+    sequences: torch.Tensor
+    row: torch.Tensor
+    column: torch.Tensor
+    examples_of: list[torch.Tensor]
+
+
+def user_pass(
+    examples: Sequence[tuple[int, list[tuple[int, int]], int]], n_users: int, known: np.ndarray, max_len: int
+) -> UserPass:
+    """Map every example's history onto its user's longest one (they are all prefixes of it)."""
+    from training.models.sasrec import _left_pad
+
+    longest: dict[int, list[int]] = {}
+    for u, history, _ in examples:
+        rows = [r for r, _ in history if known[r]]
+        if len(rows) >= len(longest.get(u, [])):
+            longest[u] = rows
+    rows_of, columns, examples_of = [], [], [[] for _ in range(n_users)]
+    for i, (u, history, _) in enumerate(examples):
+        held = sum(1 for r, _ in history if known[r])
+        full = len(longest[u])
+        column = max_len - full + held - 1
+        if held and column < max_len - min(full, max_len):
+            raise ValueError(f"tower_pass='per-user' needs the tower's max_len ({max_len}) to cover every prefix")
+        rows_of.append(u if held else n_users)
+        columns.append(column if held else max_len - 1)
+        examples_of[u].append(i)
+    return UserPass(
+        _left_pad([longest.get(u, []) for u in range(n_users)] + [[]], max_len),
+        torch.tensor(rows_of),
+        torch.tensor(columns),
+        [torch.tensor(e, dtype=torch.long) for e in examples_of],
+    )
+
+
+def _batches(
+    n_examples: int,
+    sequences: torch.Tensor | None,
+    by_user: UserPass | None,
+    config: CFConfig,
+    generator: torch.Generator,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]]:
+    """``(examples, tower input, tower positions)`` per step: random examples, or random users' examples."""
+    if by_user is None:
+        order = torch.randperm(n_examples, generator=generator)
+        for start in range(0, n_examples, config.batch_size):
+            idx = order[start : start + config.batch_size]
+            yield idx, sequences[idx] if sequences is not None else None, None
+        return
+    padding = len(by_user.examples_of)
+    users = torch.randperm(padding, generator=generator)
+    step = max(1, config.batch_size // config.prefixes_per_user)
+    for start in range(0, padding, step):
+        chunk = users[start : start + step]
+        idx = torch.cat([by_user.examples_of[u] for u in chunk.tolist()])
+        if not len(idx):
+            continue
+        rows = by_user.row[idx]
+        in_batch = torch.cat([chunk, torch.tensor([padding])]) if bool((rows == padding).any()) else chunk
+        position = torch.full((padding + 1,), -1, dtype=torch.long)
+        position[in_batch] = torch.arange(len(in_batch))
+        yield idx, by_user.sequences[in_batch], (position[rows], by_user.column[idx])
+
+
 def training_examples(ds: PreparedDataset, per_user: int) -> list[tuple[int, list[tuple[int, int]], int]]:
     """``(user, history, target)`` for the last ``per_user`` positions of each training part."""
     examples = []
@@ -253,21 +336,24 @@ def train_cf(
         checkpoint = sasrec_checkpoint(ds, ~trainable) if config.tower_checkpoint == "auto" else config.tower_checkpoint
         tower = build_tower(ds.n_items, base.projection.linear.out_features, checkpoint)
     head = CFHead(base.projection, ds.n_items, config.design, tower)
-    sequences = _sequences(head, [h for _, h, _ in examples], trainable)
+    by_user = (
+        user_pass(examples, ds.n_users, trainable, tower.net.config.max_len)
+        if tower is not None and config.tower_pass == "per-user"
+        else None
+    )
+    sequences = _sequences(head, [h for _, h, _ in examples], trainable) if by_user is None else None
     optimiser = torch.optim.Adam(head.parameters(), lr=config.lr)
     best, best_state, since, history_log = -1.0, None, 0, []
     model = CFModel(base, head, config, trainable, np.zeros(0), None, history_log, name=f"r2end-cf-{config.design}")
     for epoch in range(1, config.epochs + 1):
         head.train()
-        order = torch.randperm(len(examples), generator=generator)
         total = 0.0
-        for start in range(0, len(order), config.batch_size):
-            idx = order[start : start + config.batch_size]
+        for idx, tower_input, tower_at in _batches(len(examples), sequences, by_user, config, generator):
             keep_items = (torch.rand(ds.n_items, generator=generator) >= config.residual_dropout).float()
             items = head.items(item_emb, keep_items * torch.from_numpy(trainable).float())
             mask = hist_mask[idx] * (torch.rand(hist_mask[idx].shape, generator=generator) >= config.residual_dropout).float()
             tower_keep = (torch.rand(len(idx), generator=generator) >= config.tower_dropout).float()
-            users = head.users(user_emb[idx], hist_rows[idx], mask, sequences[idx] if sequences is not None else None, tower_keep)
+            users = head.users(user_emb[idx], hist_rows[idx], mask, tower_input, tower_keep, tower_at)
             logits = users @ items.T / config.temperature
             logits = logits.masked_fill(frozen[None, :], float("-inf"))
             loss = F.cross_entropy(logits, targets[idx])

@@ -144,8 +144,11 @@ def train_and_report(
     out_dir = results_to if complete else runs_dir() / "partial-results"  # None: write_result's default (results_root)
     notes = f"teacher data: {account}" + ("" if complete else " — PARTIAL, not a final result")
     recorded = config.model_dump()
-    if hybrid is not None:  # every HybridConfig field, defaults included: the file outlives a change of default
+    # every HybridConfig / CFConfig field, defaults included: the file outlives a change of default
+    if hybrid is not None:
         recorded["hybrid"] = hybrid.config.model_dump(mode="json")
+    if config.cf is not None:
+        recorded["cf"] = model.config.model_dump(mode="json")
     path = write_result(
         ds,
         config.variant,
